@@ -1,0 +1,1 @@
+"""Reminder services for e-afspraken: booking_events, reminder_scheduler, notifier."""

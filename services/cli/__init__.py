@@ -1,0 +1,45 @@
+"""The ``reminders`` command: one entry point for operators, practices and developers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from services.cli import _commands
+from services.cli._base import CliError, run_async
+
+__all__ = ["CliError", "main", "run_async"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reminders",
+        description=(
+            "Appointment reminders for general practices (e-afspraken). Settings come from "
+            "REMINDERS_* environment variables or a .env file, e.g. "
+            "REMINDERS_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in _commands.REGISTRY:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""``reminders topics ...`` and ``reminders partition``: Kafka administration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from services.cli._base import CliError, add_kafka_options, run_async, settings_from
+from services.common.kafka import KafkaUnavailable, create_topics, describe_partitions
+from services.common.partition import partition_for
+from services.common.topics import Topics
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    topics = sub.add_parser("topics", help="create and list the Kafka topics")
+    tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+
+    create = tsub.add_parser(
+        "create",
+        help="create every topic of the design (idempotent)",
+        description=(
+            "Create every topic with its cleanup policy and retention. Topics that exist "
+            "already are left as they are and listed as existing."
+        ),
+    )
+    add_kafka_options(create)
+    create.add_argument(
+        "--partitions",
+        type=int,
+        help="partitions per topic (default: REMINDERS_KAFKA__PARTITIONS, 12)",
+    )
+    create.set_defaults(handler=_create)
+
+    listing = tsub.add_parser("list", help="list the topics of the design and their partitions")
+    add_kafka_options(listing)
+    listing.set_defaults(handler=_list)
+
+    part = sub.add_parser(
+        "partition",
+        help="the partition of a practice (for the portal's preferences publisher)",
+        description=(
+            "Print the partition that every record of PRACTICE_ID belongs to: Kafka's murmur2 "
+            "default partitioner applied to the practice id."
+        ),
+    )
+    part.add_argument("practice_id", metavar="PRACTICE_ID")
+    part.add_argument(
+        "--partitions",
+        type=int,
+        help="partition count (default: REMINDERS_KAFKA__PARTITIONS, 12)",
+    )
+    part.set_defaults(handler=_partition)
+
+
+def _create(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+
+    async def go() -> int:
+        try:
+            result = await create_topics(settings.kafka)
+        except KafkaUnavailable as exc:
+            raise CliError(str(exc), code=1) from exc
+        for name in result.created:
+            print(f"created  {name} ({settings.kafka.partitions} partitions)")
+        for name in result.existing:
+            print(f"existing {name}")
+        return 0
+
+    return run_async(go())
+
+
+def _list(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    names = [s.name for s in Topics(settings.kafka.topic_prefix).specs()]
+
+    async def go() -> int:
+        try:
+            counts = await describe_partitions(settings.kafka, names)
+        except KafkaUnavailable as exc:
+            raise CliError(str(exc), code=1) from exc
+        print(json.dumps(counts, indent=2))
+        return 0 if all(counts.get(n, 0) for n in names) else 1
+
+    return run_async(go())
+
+
+def _partition(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    practice_id = args.practice_id.strip()
+    if not practice_id:
+        raise CliError("PRACTICE_ID is empty")
+    print(partition_for(practice_id, settings.kafka.partitions))
+    return 0

@@ -1,0 +1,44 @@
+"""``reminders run SERVICE``: run one service until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+from typing import Any
+
+from services.cli._base import CliError
+from services.common.logs import setup_logging
+from services.common.settings import Settings
+
+# name -> module with ``create_app(settings) -> FastStream``
+SERVICES = {
+    "booking-events": "services.booking_events.app",
+    "scheduler": "services.reminder_scheduler.app",
+    "notifier": "services.notifier.app",
+}
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run one service (booking-events, scheduler, notifier)",
+        description=(
+            "Run one service until interrupted. It serves /metrics, /healthz and /readyz on "
+            "REMINDERS_METRICS__HOST:REMINDERS_METRICS__PORT."
+        ),
+    )
+    run.add_argument("service", choices=sorted(SERVICES), metavar="SERVICE")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = Settings()
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        module = importlib.import_module(SERVICES[args.service])
+    except ImportError as exc:
+        raise CliError(f"service {args.service} is not available: {exc}") from exc
+    app = module.create_app(settings)
+    asyncio.run(app.run())
+    return 0

@@ -1,0 +1,214 @@
+"""Kafka plumbing shared by the services: clients, topic creation, checks, the DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from services.common.settings import KafkaSettings
+from services.common.topics import Topics, TopicSpec
+
+__all__ = [
+    "DeadLetter",
+    "KafkaUnavailable",
+    "PartitionMismatch",
+    "TopicsResult",
+    "admin_client",
+    "check_partitions",
+    "create_topics",
+    "dead_letter_headers",
+    "describe_partitions",
+    "make_consumer",
+    "make_producer",
+    "send_dead_letter",
+    "wait_for_broker",
+]
+
+log = logging.getLogger(__name__)
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class KafkaUnavailable(RuntimeError):
+    """The broker could not be reached or refused the request."""
+
+
+class PartitionMismatch(RuntimeError):
+    """Topics disagree on their partition count, so practices would be split wrongly."""
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer (acks=all): retries never write a record twice."""
+    params: dict[str, Any] = {
+        **settings.aiokafka_params(),
+        "client_id": settings.client_id,
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 5,
+    }
+    params.update(overrides)
+    return AIOKafkaProducer(**params)
+
+
+def make_consumer(
+    settings: KafkaSettings, *topics: str, group_id: str | None = None, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer that only sees committed transactional data and commits by hand."""
+    params: dict[str, Any] = {
+        **settings.aiokafka_params(),
+        "client_id": settings.client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+    }
+    params.update(overrides)
+    return AIOKafkaConsumer(*topics, **params)
+
+
+def admin_client(settings: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**settings.aiokafka_params(), client_id=settings.client_id)
+
+
+@dataclass
+class TopicsResult:
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+
+
+async def create_topics(
+    settings: KafkaSettings, specs: Sequence[TopicSpec] | None = None
+) -> TopicsResult:
+    """Create every topic of DESIGN.md; topics that exist already are left as they are."""
+    specs = list(specs if specs is not None else Topics(settings.topic_prefix).specs())
+    admin = admin_client(settings)
+    result = TopicsResult()
+    try:
+        await admin.start()
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name=s.name,
+                    num_partitions=settings.partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=s.config,
+                )
+                for s in specs
+            ]
+        )
+        for topic_error in response.topic_errors:
+            name, code = topic_error[0], topic_error[1]
+            message = topic_error[2] if len(topic_error) > 2 else ""
+            if code == 0:
+                result.created.append(name)
+            elif code == _TOPIC_ALREADY_EXISTS:
+                result.existing.append(name)
+            else:
+                raise KafkaUnavailable(f"creating topic {name} failed: error {code} {message}")
+    except KafkaError as exc:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from exc
+    finally:
+        await admin.close()
+    return result
+
+
+async def describe_partitions(settings: KafkaSettings, topics: Iterable[str]) -> dict[str, int]:
+    """Partition count per topic; a missing topic has 0."""
+    admin = admin_client(settings)
+    try:
+        await admin.start()
+        described = await admin.describe_topics(list(topics))
+    except KafkaError as exc:
+        raise KafkaUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from exc
+    finally:
+        await admin.close()
+    return {t["topic"]: (len(t["partitions"]) if t["error_code"] == 0 else 0) for t in described}
+
+
+async def check_partitions(settings: KafkaSettings, topics: Iterable[str]) -> int:
+    """Refuse to run when topics are missing or disagree on their partition count."""
+    counts = await describe_partitions(settings, topics)
+    missing = sorted(t for t, n in counts.items() if n == 0)
+    if missing:
+        raise PartitionMismatch(
+            f"topics missing: {', '.join(missing)}; run `reminders topics create` first"
+        )
+    distinct = set(counts.values())
+    if len(distinct) != 1:
+        listing = ", ".join(f"{t}={n}" for t, n in sorted(counts.items()))
+        raise PartitionMismatch(
+            "topics must all have the same partition count, so that partition p holds the same "
+            f"practices everywhere; found {listing}"
+        )
+    return distinct.pop()
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    detail: str
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    return [
+        ("error-reason", letter.reason.encode()),
+        ("error-detail", letter.detail[:2000].encode("utf-8", "replace")),
+        ("source-topic", letter.source_topic.encode()),
+        ("source-partition", str(letter.source_partition).encode()),
+        ("source-offset", str(letter.source_offset).encode()),
+    ]
+
+
+async def send_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter) -> None:
+    """Park a bad record with its reason; it keeps its key and lands on the same partition."""
+    await producer.send_and_wait(
+        Topics.dlq(letter.source_topic),
+        value=letter.value,
+        key=letter.key,
+        partition=letter.source_partition,
+        headers=dead_letter_headers(letter),
+    )
+    log.warning(
+        "record sent to dead-letter topic",
+        extra={
+            "source_topic": letter.source_topic,
+            "source_partition": letter.source_partition,
+            "source_offset": letter.source_offset,
+            "error_reason": letter.reason,
+        },
+    )
+
+
+async def wait_for_broker(settings: KafkaSettings, timeout: float = 60.0) -> None:
+    """Wait until the broker answers a metadata request."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        admin = admin_client(settings)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except KafkaError as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise KafkaUnavailable(
+                    f"Kafka at {settings.bootstrap_servers} did not answer: {exc}"
+                ) from exc
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()

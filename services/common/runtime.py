@@ -1,0 +1,70 @@
+"""How a service becomes a FastStream app with /metrics, /healthz and /readyz.
+
+A service is an object with ``start``, ``stop`` and ``readiness``; it may own a
+FastStream ``KafkaBroker`` (booking_events consumes through FastStream; the scheduler and
+the notifier use aiokafka directly for transactions, and their broker only publishes
+dead letters and documents the topics). ``make_app`` wires it to the health server so
+that ``reminders run NAME`` and ``faststream run services.NAME.app:app`` behave the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
+
+from services.common.health import HealthServer
+from services.common.settings import Settings
+
+__all__ = ["Service", "make_app", "make_broker"]
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    name: str
+    broker: KafkaBroker
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def readiness(self) -> tuple[bool, dict[str, object]]: ...
+
+
+def make_broker(settings: Settings, app_name: str) -> KafkaBroker:
+    """A FastStream broker with the Prometheus middleware on the shared registry."""
+    return KafkaBroker(
+        **settings.kafka.faststream_params(),
+        middlewares=(KafkaPrometheusMiddleware(registry=REGISTRY, app_name=app_name),),
+        logger=logging.getLogger(f"faststream.{app_name}"),
+    )
+
+
+def make_app(service: Service, settings: Settings) -> FastStream:
+    health = HealthServer(
+        host=settings.metrics.host,
+        port=settings.metrics.port,
+        readiness=service.readiness,
+        service=service.name,
+    )
+
+    async def started() -> None:
+        await health.start()
+        await service.start()
+        log.info("service started", extra={"service": service.name, "metrics_url": health.url})
+
+    async def stopping() -> None:
+        await service.stop()
+        await health.stop()
+
+    return FastStream(
+        service.broker,
+        after_startup=[started],
+        on_shutdown=[stopping],
+        logger=logging.getLogger(f"faststream.{service.name}"),
+    )

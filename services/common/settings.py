@@ -1,0 +1,184 @@
+"""Settings from the environment (prefix ``REMINDERS_``, nested delimiter ``__``) or ``.env``.
+
+The Kafka connection is rendered to FastStream and aiokafka parameters here and only
+here, so TLS and SASL behave the same in every service and in the CLI.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "BookingEventsSettings",
+    "KafkaSettings",
+    "MetricsSettings",
+    "NotifierSettings",
+    "PushSettings",
+    "SchedulerSettings",
+    "Settings",
+    "SmtpSettings",
+    "load_settings",
+]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: SecretStr | None = None
+    client_id: str = "reminders"
+    topic_prefix: str = ""
+    # All topics share this count so partition p holds the same practices everywhere.
+    partitions: int = Field(default=12, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism, "
+                "sasl_username and sasl_password"
+            )
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:
+            password = self.ssl_key_password.get_secret_value() if self.ssl_key_password else None
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile, password)
+        return context
+
+    def aiokafka_params(self) -> dict[str, Any]:
+        """Keyword arguments shared by AIOKafkaProducer, AIOKafkaConsumer and the admin client."""
+        params: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+        }
+        context = self.ssl_context()
+        if context is not None:
+            params["ssl_context"] = context
+        if self.security_protocol.startswith("SASL_"):
+            assert self.sasl_password is not None
+            params["sasl_mechanism"] = self.sasl_mechanism
+            params["sasl_plain_username"] = self.sasl_username
+            params["sasl_plain_password"] = self.sasl_password.get_secret_value()
+        return params
+
+    def faststream_params(self) -> dict[str, Any]:
+        """Keyword arguments for ``faststream.kafka.KafkaBroker``."""
+        from faststream.security import (
+            BaseSecurity,
+            SASLPlaintext,
+            SASLScram256,
+            SASLScram512,
+        )
+
+        security: BaseSecurity | None = None
+        context = self.ssl_context()
+        if self.security_protocol.startswith("SASL_"):
+            assert self.sasl_username is not None and self.sasl_password is not None
+            cls = {
+                "PLAIN": SASLPlaintext,
+                "SCRAM-SHA-256": SASLScram256,
+                "SCRAM-SHA-512": SASLScram512,
+            }[self.sasl_mechanism or "PLAIN"]
+            security = cls(
+                username=self.sasl_username,
+                password=self.sasl_password.get_secret_value(),
+                ssl_context=context,
+                use_ssl=self.security_protocol == "SASL_SSL",
+            )
+        elif self.security_protocol == "SSL":
+            security = BaseSecurity(ssl_context=context, use_ssl=True)
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security": security,
+            "client_id": self.client_id,
+        }
+
+
+class MetricsSettings(BaseModel):
+    host: str = "127.0.0.1"
+    # 0 picks a free port (tests, several services on one host in the demo).
+    port: int = Field(default=9400, ge=0, le=65535)
+
+
+class SmtpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 25
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: str | None = None
+    pool_size: int = Field(default=4, ge=1, le=64)
+    max_messages_per_connection: int = Field(default=100, ge=1)
+    idle_noop_seconds: float = 30.0
+    timeout: float = 15.0
+    message_id_domain: str = "reminders.invalid"
+
+
+class PushSettings(BaseModel):
+    vapid_private_key: SecretStr | None = None
+    vapid_subject: str = "mailto:beheer@example.invalid"
+    # Only for the local push sink of the demo and tests.
+    allow_insecure_loopback: bool = False
+
+
+class BookingEventsSettings(BaseModel):
+    group_id: str = "booking-events"
+    # Appointments that ended longer ago than this are tombstoned (bounded state).
+    retention_days: float = Field(default=7, gt=0)
+
+
+class SchedulerSettings(BaseModel):
+    group_id: str = "reminder-scheduler"
+    retention_days: float = Field(default=7, gt=0)
+    # Upper bound on one sleep of the timer loop; a due timer never waits longer.
+    tick_seconds: float = Field(default=0.5, gt=0)
+    fire_batch_size: int = Field(default=500, ge=1)
+
+
+class NotifierSettings(BaseModel):
+    group_id: str = "notifier"
+    # Small batches keep the window of "sent but not yet committed" small.
+    batch_size: int = Field(default=20, ge=1, le=1000)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REMINDERS_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    push: PushSettings = PushSettings()
+    booking_events: BookingEventsSettings = BookingEventsSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    notifier: NotifierSettings = NotifierSettings()
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)
