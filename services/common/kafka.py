@@ -133,12 +133,21 @@ async def describe_partitions(settings: KafkaSettings, topics: Iterable[str]) ->
         ) from exc
     finally:
         await admin.close()
-    return {t["topic"]: (len(t["partitions"]) if t["error_code"] == 0 else 0) for t in described}
+    # Error 3 is UNKNOWN_TOPIC_OR_PARTITION; others (e.g. a leader still being elected just
+    # after creation) still list the partitions.
+    return {t["topic"]: (0 if t["error_code"] == 3 else len(t["partitions"])) for t in described}
 
 
 async def check_partitions(settings: KafkaSettings, topics: Iterable[str]) -> int:
     """Refuse to run when topics are missing or disagree on their partition count."""
-    counts = await describe_partitions(settings, topics)
+    names = list(topics)
+    counts = await describe_partitions(settings, names)
+    # Metadata of a topic created a moment ago may not have reached the broker yet.
+    for _ in range(20):
+        if all(counts.values()):
+            break
+        await asyncio.sleep(0.25)
+        counts = await describe_partitions(settings, names)
     missing = sorted(t for t, n in counts.items() if n == 0)
     if missing:
         raise PartitionMismatch(

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel
 
 from services.common.codec import DecodeError, decode
-from services.common.kafka import make_consumer
+from services.common.kafka import describe_partitions, make_consumer
 from services.common.settings import KafkaSettings
 
 __all__ = ["Apply", "InvalidRecord", "Table", "TopicFollower"]
@@ -90,11 +90,10 @@ class TopicFollower:
             self._consumer = None
 
     async def partition_count(self) -> int:
-        assert self._consumer is not None, "start() first"
-        parts = await self._consumer.partitions_for_topic(self.topic)
-        if not parts:
+        counts = await describe_partitions(self._settings, [self.topic])
+        if not counts.get(self.topic):
             raise RuntimeError(f"topic {self.topic} does not exist; run `reminders topics create`")
-        return len(parts)
+        return counts[self.topic]
 
     # ------------------------------------------------------------------ assignment
     @property
@@ -297,9 +296,13 @@ class Table(Generic[V]):
     async def start(self, partitions: Iterable[int] | None = None) -> None:
         """Start following; ``None`` means every partition (small, global tables)."""
         await self.follower.start()
-        if partitions is None:
-            partitions = range(await self.follower.partition_count())
-        await self.follower.add(partitions)
+        try:
+            if partitions is None:
+                partitions = range(await self.follower.partition_count())
+            await self.follower.add(partitions)
+        except BaseException:
+            await self.follower.stop()
+            raise
 
     async def stop(self) -> None:
         await self.follower.stop()
