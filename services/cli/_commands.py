@@ -6,11 +6,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from services.cli import kafka_admin, run
+from services.cli import demo_cmd, kafka_admin, run
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
 REGISTRY: list[Register] = [
+    demo_cmd.register,
     kafka_admin.register,
     run.register,
 ]
