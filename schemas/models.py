@@ -18,6 +18,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -232,6 +233,17 @@ def _valid_timezone(value: str) -> str:
 TimeZoneName = Annotated[str, AfterValidator(_valid_timezone)]
 
 
+def _time_as_text(value: object) -> object:
+    # YAML 1.1 reads an unquoted 18:00 as the number 1080, and pydantic would take a
+    # number as seconds after midnight (00:18): refuse numbers instead of guessing.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('write the time as text "HH:MM", such as "18:00"')
+    return value
+
+
+ClockTime = Annotated[dt.time, BeforeValidator(_time_as_text)]
+
+
 class HoursBefore(_Record):
     policy: Literal["hours_before"] = "hours_before"
     hours: Annotated[float, Field(gt=0, le=24 * 7)] = 24
@@ -239,15 +251,15 @@ class HoursBefore(_Record):
 
 class DayBeforeAt(_Record):
     policy: Literal["day_before_at"]
-    time: dt.time = dt.time(18, 0)
+    time: ClockTime = dt.time(18, 0)
 
 
 SendPolicy = Annotated[HoursBefore | DayBeforeAt, Field(discriminator="policy")]
 
 
 class QuietHours(_Record):
-    start: dt.time = dt.time(21, 0)
-    end: dt.time = dt.time(8, 0)
+    start: ClockTime = dt.time(21, 0)
+    end: ClockTime = dt.time(8, 0)
 
     @model_validator(mode="after")
     def _not_empty(self) -> QuietHours:
@@ -423,6 +435,7 @@ OutcomeReason = Literal[
     "unknown_appointment",
     "no_config",
     "render_failed",
+    "not_booked",
 ]
 
 

@@ -186,6 +186,9 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 
 async def send_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter) -> None:
     """Park a bad record with its reason; it keeps its key and lands on the same partition."""
+    # Imported here: the metrics module imports this one (for its lag monitor).
+    from services.common.metrics import count_dead_letter
+
     await producer.send_and_wait(
         Topics.dlq(letter.source_topic),
         value=letter.value,
@@ -193,6 +196,7 @@ async def send_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter) -> No
         partition=letter.source_partition,
         headers=dead_letter_headers(letter),
     )
+    count_dead_letter(letter.source_topic, letter.reason)
     log.warning(
         "record sent to dead-letter topic",
         extra={

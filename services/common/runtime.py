@@ -18,6 +18,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import REGISTRY
 
 from services.common.health import HealthServer
+from services.common.metrics import track_readiness
 from services.common.settings import Settings
 
 __all__ = ["Service", "make_app", "make_broker"]
@@ -46,6 +47,7 @@ def make_broker(settings: Settings, app_name: str) -> KafkaBroker:
 
 
 def make_app(service: Service, settings: Settings) -> FastStream:
+    track_readiness(service.name, service.readiness)
     health = HealthServer(
         host=settings.metrics.host,
         port=settings.metrics.port,

@@ -135,12 +135,26 @@ class PushSettings(BaseModel):
     vapid_subject: str = "mailto:beheer@example.invalid"
     # Only for the local push sink of the demo and tests.
     allow_insecure_loopback: bool = False
+    # Host names (and their subdomains) the notifier may POST push messages to. None: the
+    # push services of the major browsers, so a forged subscription cannot point it
+    # anywhere else. The loopback sink is added when allow_insecure_loopback is on.
+    allowed_hosts: list[str] | None = None
+    timeout: float = Field(default=10.0, gt=0)
 
 
 class BookingEventsSettings(BaseModel):
+    # The consumer group; a non-empty topic prefix is put in front of it (and of the
+    # transactional ids derived from it), so deployments sharing a cluster stay apart.
     group_id: str = "booking-events"
     # Appointments that ended longer ago than this are tombstoned (bounded state).
     retention_days: float = Field(default=7, gt=0)
+    # How often the tombstones are written (also right after every partition load).
+    sweep_interval_seconds: float = Field(default=300, gt=0)
+    # Records per fetch; each fetch is one Kafka transaction per partition.
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    # Group membership: how soon a dead instance's partitions move to another one.
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 
 
 class SchedulerSettings(BaseModel):
@@ -148,7 +162,24 @@ class SchedulerSettings(BaseModel):
     retention_days: float = Field(default=7, gt=0)
     # Upper bound on one sleep of the timer loop; a due timer never waits longer.
     tick_seconds: float = Field(default=0.5, gt=0)
+    # Reminders (and marker tombstones) per firing transaction.
     fire_batch_size: int = Field(default=500, ge=1)
+    # A timer that comes up later than this is "missed" and decided again at that moment.
+    missed_after_seconds: float = Field(default=60, gt=0)
+    # How often fired markers past retention are looked for (and tombstoned).
+    retention_scan_seconds: float = Field(default=300, gt=0)
+    # A fenced partition (another instance took it over) is loaded again after this,
+    # if the group still assigns it here.
+    fenced_retry_seconds: float = Field(default=30, gt=0)
+    # On revocation, how long a firing transaction in flight may take to finish.
+    stop_timeout_seconds: float = Field(default=10, gt=0)
+    # The group consumer's liveness: a dead instance's partitions move after the session
+    # timeout.
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    # Fault tests only: exit (status 137) after producing a firing transaction, before
+    # committing it, as a crash at the worst moment.
+    crash_after_send: bool = False
 
 
 class NotifierSettings(BaseModel):
@@ -158,6 +189,18 @@ class NotifierSettings(BaseModel):
     max_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 30.0
+    # Mail server unreachable: the partition pauses and tries again, backing off from
+    # outage_backoff_seconds to outage_backoff_max_seconds; only after outage_max_seconds
+    # of continuous outage are the waiting reminders recorded as failed.
+    outage_backoff_seconds: float = Field(default=2.0, gt=0)
+    outage_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    outage_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    # On revoke or stop, how long the batch in hand may take to finish and commit.
+    drain_seconds: float = Field(default=20.0, gt=0)
+    # Before each batch the tables catch up with their topics; give up (and retry) after.
+    catch_up_timeout_seconds: float = Field(default=10.0, gt=0)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 
 
 class Settings(BaseSettings):
