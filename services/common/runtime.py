@@ -1,10 +1,11 @@
 """How a service becomes a FastStream app with /metrics, /healthz and /readyz.
 
-A service is an object with ``start``, ``stop`` and ``readiness``; it may own a
-FastStream ``KafkaBroker`` (booking_events consumes through FastStream; the scheduler and
-the notifier use aiokafka directly for transactions, and their broker only publishes
-dead letters and documents the topics). ``make_app`` wires it to the health server so
-that ``reminders run NAME`` and ``faststream run services.NAME.app:app`` behave the same.
+A service is an object with ``start``, ``stop`` and ``readiness`` and a FastStream
+``KafkaBroker``. All three services consume with aiokafka directly, because their writes
+and offset commits go in one Kafka transaction and FastStream does not wrap transactions;
+the broker documents the topics (AsyncAPI) and carries FastStream's Prometheus
+middleware. ``make_app`` wires the service to the health server, so that
+``reminders run NAME`` and ``faststream run services.NAME.app:app`` behave the same.
 """
 
 from __future__ import annotations

@@ -151,7 +151,7 @@ class BookingEventsSettings(BaseModel):
     # How often the tombstones are written (also right after every partition load).
     sweep_interval_seconds: float = Field(default=300, gt=0)
     # Records per fetch; each fetch is one Kafka transaction per partition.
-    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    batch_size: int = Field(default=10_000, ge=1, le=100_000)
     # Group membership: how soon a dead instance's partitions move to another one.
     session_timeout_ms: int = Field(default=10_000, ge=1000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)

@@ -1,0 +1,667 @@
+"""booking_events: HIS events in, the current state of every appointment out.
+
+Reads ``his.appointments.v1`` (native AppointmentEvent JSON or FHIR R4 Appointment),
+drops duplicates and stale updates by ``sequence``, classifies meetings and writes the
+current state to the compacted ``appointments.v1``; bad input goes to
+``his.appointments.v1.dlq.v1`` with the reason in its headers, and the next record is
+processed. It is also the DLQ writer of ``practice.config.v1`` for its partitions.
+
+Delivery: exactly once, by Kafka transactions (the ack policy, see ``_commit``).
+Per owned partition p there is one transactional producer whose id is derived from p. A
+fetched batch of partition p is written (appointment states, tombstones, dead letters)
+and its consumer offsets are committed in one transaction of that producer. So:
+
+* nothing accepted is lost: offsets only move together with the states they produced;
+  a crash before the commit aborts both and the events are read again;
+* a restart, a rebalance or a connector's retry is harmless: the last-seen state (rebuilt
+  from ``appointments.v1``) turns the redelivered events into duplicates;
+* a zombie cannot roll an appointment back: a new owner of p starts its producer (same
+  transactional id) *before* it loads p, which fences the old owner and aborts whatever
+  it left open. Plain at-least-once (flush, then commit offsets) would leave one hole: an
+  old owner that stalled and was replaced could still land a late write of an older
+  state after the new owner's newer one, and compaction would keep the older one.
+
+The consumer is aiokafka rather than a FastStream subscriber because FastStream does not
+wrap transactions (DESIGN.md); the FastStream broker documents the topics, and
+:func:`create_app` makes the service a FastStream app with /metrics, /healthz and /readyz.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError, ProducerFenced
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+
+from schemas.models import Appointment, AppointmentEvent, MeetingRules
+from services.booking_events import metrics
+from services.booking_events.batch import Decisions, Work, decide_config, decide_event
+from services.booking_events.ledger import Ledger
+from services.common.clock import Clock, SystemClock
+from services.common.kafka import (
+    check_partitions,
+    dead_letter_headers,
+    make_consumer,
+    make_producer,
+)
+from services.common.metrics import count_dead_letter
+from services.common.practice_config import practice_config_table
+from services.common.runtime import make_app, make_broker
+from services.common.settings import Settings
+from services.common.table import TopicFollower
+from services.common.topics import Topics
+
+__all__ = ["BookingEventsService", "create_app"]
+
+log = logging.getLogger(__name__)
+
+_RETRY_SECONDS = 1.0
+_BATCH_BYTES = 512 * 1024
+_TXN_TIMEOUT_MS = 30_000
+_TOMBSTONES_PER_TXN = 10_000
+_YIELD_EVERY = 64  # records decided between two yields to the event loop
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: BookingEventsService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._service._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._service._assigned(assigned)
+
+
+class BookingEventsService:
+    """The service; ``start``/``stop``/``readiness`` are usable directly in tests."""
+
+    name = "booking-events"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        broker: KafkaBroker | None = None,
+    ) -> None:
+        self.settings = settings
+        self._kafka = settings.kafka
+        self._options = settings.booking_events
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.clock: Clock = clock or SystemClock()
+        self.broker = broker if broker is not None else make_broker(settings, "booking_events")
+        self.group_id = f"{settings.kafka.topic_prefix}{self._options.group_id}"
+        # Every instance reads every practice's config; rejected configs are logged by
+        # the table and dead-lettered by the owner of their partition (decide_config).
+        self._config = practice_config_table(settings.kafka)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        self._ledgers: dict[int, Ledger] = {}
+        self._loading: set[int] = set()
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._partitions = 0
+        self._task: asyncio.Task[None] | None = None
+        # The batch whose transactions are committing, and its works by partition.
+        self._inflight: asyncio.Task[dict[int, bool]] | None = None
+        self._unsettled: dict[int, Work] = {}
+        self._retry: asyncio.Task[None] | None = None
+        self._started = False
+        self._config_loaded = False
+        self._next_sweep = 0.0
+        self.failed: BaseException | None = None
+        self._declare_topics()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        topics = self.topics
+        self._partitions = await check_partitions(
+            self._kafka,
+            [
+                topics.his_appointments,
+                topics.appointments,
+                topics.practice_config,
+                topics.dlq(topics.his_appointments),
+                topics.dlq(topics.practice_config),
+            ],
+        )
+        if self._partitions != self._kafka.partitions:
+            log.warning(
+                "the topics' partition count differs from REMINDERS_KAFKA__PARTITIONS; the "
+                "topics' count is used",
+                extra={"topics": self._partitions, "settings": self._kafka.partitions},
+            )
+        await self._config.start()
+        await self._config.wait_loaded()
+        self._config_loaded = True
+        # Range assignment gives this instance the same partition numbers of both topics:
+        # config partition p is DLQ'd by the owner of event partition p.
+        self._consumer = make_consumer(
+            self._kafka,
+            group_id=self.group_id,
+            max_poll_records=self._options.batch_size,
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=self._options.session_timeout_ms,
+            heartbeat_interval_ms=self._options.heartbeat_interval_ms,
+        )
+        self._consumer.subscribe(
+            [topics.his_appointments, topics.practice_config], listener=_Rebalance(self)
+        )
+        await self._consumer.start()
+        self._started = True
+        self._task = asyncio.create_task(self._run(), name="booking-events")
+        log.info(
+            "booking_events started",
+            extra={"group_id": self.group_id, "partitions": self._partitions},
+        )
+
+    async def stop(self, *, graceful: bool = True) -> None:
+        """Stop; ``graceful`` lets the batch in flight commit first, otherwise it is cut
+        off wherever it is (its transaction is then aborted or left to be fenced)."""
+        self._started = False
+        if self._retry is not None:
+            self._retry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry
+        if self._task is not None:
+            if graceful:
+                async with self._lock:
+                    with contextlib.suppress(Exception):
+                        await self._settle()
+                    self._task.cancel()
+            else:
+                self._task.cancel()
+                if self._inflight is not None:
+                    self._inflight.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task  # a failure was logged when it happened
+            self._task = None
+        if self._inflight is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._inflight
+            self._inflight, self._unsettled = None, {}
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        await self._release(set(self._producers) | set(self._ledgers))
+        await self._config.stop()
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        ready = (
+            self._started
+            and self._config_loaded
+            and self.failed is None
+            and not self._loading
+            and self._consumer is not None
+        )
+        details: dict[str, object] = {
+            "config_loaded": self._config_loaded,
+            "partitions": sorted(self._ledgers),
+            "loading": sorted(self._loading),
+        }
+        if self.failed is not None:
+            details["error"] = str(self.failed)
+        return ready, details
+
+    @property
+    def owned(self) -> frozenset[int]:
+        """Partitions whose last-seen state is loaded and whose events are processed."""
+        return frozenset(self._ledgers)
+
+    def appointment_count(self) -> int:
+        return sum(len(ledger) for ledger in self._ledgers.values())
+
+    # ------------------------------------------------------------------ rebalancing
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:
+            self._generation += 1
+            await self._settle_and_rewind()
+            await self._release({tp.partition for tp in revoked})
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        wanted = {tp.partition for tp in assigned}
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        async with self._lock:
+            self._generation += 1
+            await self._settle_and_rewind()
+            # Every assignment rebuilds the state of every assigned partition from
+            # appointments.v1: nothing of an earlier ownership is trusted.
+            await self._release(set(self._producers) | set(self._ledgers))
+            consumer.pause(*assigned)
+            generation = self._generation
+            try:
+                await self._acquire(wanted)
+            except Exception:
+                log.exception("loading assigned partitions failed; retrying")
+                self._retry = asyncio.create_task(self._acquire_later(wanted, generation))
+                return
+            consumer.resume(*assigned)
+
+    async def _acquire_later(self, partitions: set[int], generation: int) -> None:
+        while True:
+            await asyncio.sleep(_RETRY_SECONDS)
+            async with self._lock:
+                consumer = self._consumer
+                if generation != self._generation or consumer is None:
+                    return
+                try:
+                    await self._acquire(partitions)
+                except Exception:
+                    log.exception("loading assigned partitions failed; retrying")
+                    continue
+                consumer.resume(*[tp for tp in consumer.assignment() if tp.partition in partitions])
+                return
+
+    async def _acquire(self, partitions: set[int]) -> None:
+        """Fence earlier owners, then load the last-seen state, then sweep."""
+        if not partitions:
+            return
+        started = time.monotonic()
+        self._loading = set(partitions)
+        producers: dict[int, AIOKafkaProducer] = {}
+        follower: TopicFollower | None = None
+        try:
+            for p in sorted(partitions):
+                producers[p] = make_producer(
+                    self._kafka,
+                    transactional_id=self._transactional_id(p),
+                    transaction_timeout_ms=_TXN_TIMEOUT_MS,
+                    max_batch_size=_BATCH_BYTES,
+                    linger_ms=2,
+                )
+            await asyncio.gather(*(producer.start() for producer in producers.values()))
+            # An empty transaction waits for the producer id: the broker aborts what an
+            # earlier owner of this transactional id left open and fences it off.
+            await asyncio.gather(*(self._fence(producer) for producer in producers.values()))
+            ledgers = {p: Ledger() for p in partitions}
+
+            def apply(
+                partition: int, key: str, value: bytes | None, _: ConsumerRecord[bytes, bytes]
+            ) -> None:
+                ledgers[partition].apply(key, value)
+
+            follower = TopicFollower(
+                self._kafka, self.topics.appointments, apply, name="appointments-state"
+            )
+            await follower.start()
+            await follower.add(partitions)
+            await follower.wait_loaded(partitions)
+        except BaseException:
+            for producer in producers.values():
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+            self._loading = set()
+            raise
+        finally:
+            if follower is not None:
+                await follower.stop()
+        self._producers.update(producers)
+        self._ledgers.update(ledgers)
+        elapsed = time.monotonic() - started
+        metrics.PARTITION_LOAD_SECONDS.observe(elapsed)
+        for p in partitions:
+            metrics.PARTITION_LOADED.labels(partition=str(p)).set(1)
+        log.info(
+            "partitions loaded",
+            extra={
+                "partitions": sorted(partitions),
+                "appointments": sum(len(ledgers[p]) for p in partitions),
+                "seconds": round(elapsed, 3),
+            },
+        )
+        try:
+            for p in sorted(partitions):
+                await self._sweep(p)
+        finally:
+            self._loading = set()
+
+    @staticmethod
+    async def _fence(producer: AIOKafkaProducer) -> None:
+        async with producer.transaction():
+            pass
+
+    async def _release(self, partitions: Iterable[int]) -> None:
+        for p in sorted(set(partitions)):
+            self._ledgers.pop(p, None)
+            metrics.PARTITION_LOADED.labels(partition=str(p)).set(0)
+            producer = self._producers.pop(p, None)
+            if producer is not None:
+                try:
+                    await producer.stop()
+                except Exception:
+                    log.warning("closing a producer failed", extra={"partition": p}, exc_info=True)
+
+    def _transactional_id(self, partition: int) -> str:
+        return f"{self.group_id}-p{partition}"
+
+    # ------------------------------------------------------------------ the loop
+    async def _run(self) -> None:
+        """Fetch, build, commit, in a two-stage pipeline: while the transactions of one
+        batch are committing, the next batch is built on top of the first one's pending
+        state. A batch is settled (its state applied to the ledger) only once committed;
+        if a commit fails, the batch built on it is discarded too and both are read again.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            while True:
+                generation = self._generation
+                try:
+                    batches = await consumer.getmany(
+                        timeout_ms=10 if self._inflight is not None else 200,
+                        max_records=self._options.batch_size,
+                    )
+                except KafkaError:
+                    log.warning("fetching failed; retrying", exc_info=True)
+                    await asyncio.sleep(_RETRY_SECONDS)
+                    continue
+                fetched = time.monotonic()
+                async with self._lock:
+                    if generation != self._generation:
+                        # A rebalance came between fetch and now: read the batch again
+                        # (what was processed already turns out a duplicate), never skip it.
+                        self._rewind(batches)
+                        continue
+                    works = await self._build(batches, fetched)
+                    for partition, failed in (await self._settle()).items():
+                        newer = works.pop(partition, None)
+                        if newer is not None:
+                            self._seek(newer.first)
+                        self._seek(failed.first)  # the older offsets win
+                    await self._maybe_sweep()  # nothing in flight here
+                    if works:
+                        self._unsettled = works
+                        self._inflight = asyncio.create_task(self._commit_all(works))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug, not a Kafka hiccup: leave the group so that another instance takes
+            # these partitions over (from the last commit), and report not ready.
+            self.failed = exc
+            log.critical("booking_events stopped processing", exc_info=True)
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            await self._release(set(self._producers) | set(self._ledgers))
+            raise
+
+    def _rewind(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        self._seek({tp: records[0].offset for tp, records in batches.items() if records})
+
+    def _seek(self, offsets: dict[TopicPartition, int]) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = consumer.assignment()
+        for tp, offset in offsets.items():
+            if tp in assigned:
+                consumer.seek(tp, offset)
+
+    async def _build(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], fetched: float
+    ) -> dict[int, Work]:
+        """Decide every record of the batch: one Work per partition.
+
+        CPU only, but it yields now and then, so that the transactions of the batch in
+        flight make progress meanwhile (their requests and responses need the loop).
+        """
+        works: dict[int, Work] = {}
+        decisions = Decisions(
+            cutoff=self._cutoff(), partitions=self._partitions, rules_of=self._meeting_rules
+        )
+        for tp, records in batches.items():
+            if not records:
+                continue
+            partition = tp.partition
+            ledger = self._ledgers.get(partition)
+            if ledger is None or partition not in self._producers:
+                # Not loaded (yet): never decide without the state. Read it again later.
+                self._seek({tp: records[0].offset})
+                continue
+            work = works.get(partition)
+            if work is None:
+                earlier = self._unsettled.get(partition)
+                work = works[partition] = Work(
+                    partition, fetched=fetched, earlier=earlier.pending if earlier else {}
+                )
+            work.first[tp] = records[0].offset
+            work.offsets[tp] = records[-1].offset + 1
+            if tp.topic == self.topics.his_appointments:
+                for start in range(0, len(records), _YIELD_EVERY):
+                    for record in records[start : start + _YIELD_EVERY]:
+                        decide_event(record, ledger, work, decisions)
+                    await asyncio.sleep(0)
+            else:
+                for record in records:
+                    decide_config(record, work)
+        return works
+
+    def _meeting_rules(self, practice_id: str) -> MeetingRules | None:
+        config = self._config.get(practice_id)
+        return config.meeting_rules if config is not None else None
+
+    async def _settle(self) -> dict[int, Work]:
+        """Wait for the batch in flight; apply what committed to the ledgers. Returns the
+        works that did not commit (their partitions must be read again from their start)."""
+        task, works = self._inflight, self._unsettled
+        if task is None:
+            return {}
+        self._inflight, self._unsettled = None, {}
+        committed = await task
+        failed: dict[int, Work] = {}
+        for partition, work in works.items():
+            ledger = self._ledgers.get(partition)
+            if committed.get(partition) and ledger is not None:
+                ledger.update(work.pending)
+                self._count(work)
+            else:
+                failed[partition] = work
+        return failed
+
+    async def _settle_and_rewind(self) -> None:
+        for work in (await self._settle()).values():
+            self._seek(work.first)
+
+    # ------------------------------------------------------------------ writing
+    async def _commit_all(self, works: dict[int, Work]) -> dict[int, bool]:
+        done = await asyncio.gather(*(self._commit(work) for work in works.values()))
+        return dict(zip(works, done, strict=True))
+
+    async def _commit(self, work: Work) -> bool:
+        """Write the batch's output and commit its offsets in one transaction.
+
+        The ack policy: offsets are committed only inside the transaction that writes
+        what the records produced (exactly once). On a transient error the transaction
+        is aborted, the partition is rewound to the batch's first record and nothing of
+        the batch is applied to the ledger; it is processed again. A fenced producer
+        means another instance owns the partition now: stop touching it.
+        """
+        producer = self._producers[work.partition]
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            async with producer.transaction():
+                futures = await self._send(
+                    producer, self.topics.appointments, work.partition, work.states
+                )
+                for letter in (*work.event_letters, *work.config_letters):
+                    futures += await self._send(
+                        producer,
+                        Topics.dlq(letter.source_topic),
+                        letter.source_partition,
+                        [(letter.key, letter.value)],
+                        dead_letter_headers(letter),
+                    )
+                await producer.send_offsets_to_transaction(work.offsets, self.group_id)
+                await asyncio.gather(*futures)
+        except ProducerFenced:
+            log.error(
+                "another instance took over this partition; leaving it",
+                extra={"partition": work.partition},
+            )
+            consumer.pause(*work.offsets)
+            await self._release([work.partition])
+            return False
+        except KafkaError:
+            log.warning(
+                "writing a batch failed; it will be processed again",
+                extra={"partition": work.partition},
+                exc_info=True,
+            )
+            await asyncio.sleep(_RETRY_SECONDS)
+            return False
+        work.committed = time.monotonic()
+        return True
+
+    @staticmethod
+    async def _send(
+        producer: AIOKafkaProducer,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> list[asyncio.Future[Any]]:
+        """Send records in order, packed into record batches (much cheaper than a
+        ``send`` per record at 10,000 events/s)."""
+        futures: list[asyncio.Future[Any]] = []
+        if not records:
+            return futures
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None, headers=headers or [])
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
+    def _count(self, work: Work) -> None:
+        for (source, result), n in work.results.items():
+            metrics.EVENTS.labels(source_system=source, result=result).inc(n)
+        for rule, n in work.meetings.items():
+            metrics.MEETINGS.labels(rule=rule).inc(n)
+        if work.config_letters:
+            metrics.CONFIG_INVALID.inc(len(work.config_letters))
+        for letter in (*work.event_letters, *work.config_letters):
+            count_dead_letter(letter.source_topic, letter.reason)
+            log.warning(
+                "record sent to dead-letter topic",
+                extra={
+                    "source_topic": letter.source_topic,
+                    "source_partition": letter.source_partition,
+                    "source_offset": letter.source_offset,
+                    "error_reason": letter.reason,
+                },
+            )
+        committed = work.committed or time.monotonic()
+        metrics.PROCESSING_SECONDS.observe(committed - work.fetched)
+        if work.oldest_ms is not None:
+            lag = time.time() - (time.monotonic() - committed) - work.oldest_ms / 1000
+            metrics.EVENT_AGE_SECONDS.observe(max(0.0, lag))
+
+    # ------------------------------------------------------------------ bounded state
+    def _cutoff(self) -> float:
+        retention = timedelta(days=self._options.retention_days)
+        return (self.clock.now() - retention).timestamp()
+
+    async def _maybe_sweep(self) -> None:
+        """Called by the loop with the lock held and no batch in flight."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._options.sweep_interval_seconds
+        for p in sorted(self._ledgers):
+            await self._sweep(p)
+
+    async def sweep(self) -> int:
+        """Tombstone every appointment past the retention now (also runs on a timer)."""
+        async with self._lock:
+            await self._settle_and_rewind()
+            return sum([await self._sweep(p) for p in sorted(self._ledgers)])
+
+    async def _sweep(self, partition: int) -> int:
+        """A tombstone for each appointment of ``partition`` that ended more than the
+        retention ago, so a reload costs the near future plus a week, not years."""
+        ledger = self._ledgers.get(partition)
+        producer = self._producers.get(partition)
+        if ledger is None or producer is None:
+            return 0
+        expired = ledger.ended_before(self._cutoff())
+        written = 0
+        for start in range(0, len(expired), _TOMBSTONES_PER_TXN):
+            keys = expired[start : start + _TOMBSTONES_PER_TXN]
+            try:
+                async with producer.transaction():
+                    futures = await self._send(
+                        producer,
+                        self.topics.appointments,
+                        partition,
+                        [(key.encode("utf-8"), None) for key in keys],
+                    )
+                    await asyncio.gather(*futures)
+            except KafkaError:
+                log.warning(
+                    "writing tombstones failed; the next sweep tries again",
+                    extra={"partition": partition},
+                    exc_info=True,
+                )
+                return written
+            for key in keys:
+                ledger.forget(key)
+            written += len(keys)
+            metrics.TOMBSTONES.inc(len(keys))
+        if written:
+            log.info(
+                "tombstoned appointments past the retention",
+                extra={"partition": partition, "tombstones": written},
+            )
+        return written
+
+    # ------------------------------------------------------------------ documentation
+    def _declare_topics(self) -> None:
+        """Publishers for the AsyncAPI document (``faststream docs gen``); the service
+        itself writes through its transactional producers."""
+        self.broker.publisher(
+            self.topics.appointments,
+            title="appointments.v1",
+            description="Current state of every appointment (compacted), key "
+            "{practice_id}/{appointment_id}, partition = partition_for(practice_id).",
+            schema=Appointment,
+        )
+        self.broker.publisher(
+            self.topics.dlq(self.topics.his_appointments),
+            title="his.appointments.v1.dlq.v1",
+            description="HIS events that were refused; headers error-reason, error-detail, "
+            "source-topic, source-partition, source-offset.",
+            schema=AppointmentEvent,
+        )
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastStream:
+    """The FastStream app of ``reminders run booking-events``."""
+    return make_app(BookingEventsService(settings, clock=clock), settings)
+
+
+def __getattr__(name: str) -> Any:
+    # ``faststream run services.booking_events.app:app`` without building an app (and a
+    # broker) at import time.
+    if name == "app":
+        return create_app(Settings())
+    raise AttributeError(name)
