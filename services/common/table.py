@@ -57,6 +57,9 @@ class TopicFollower:
         self._on_invalid = on_invalid
         self._max_records = max_records
         self._consumer: AIOKafkaConsumer | None = None
+        # End offsets are asked on a connection of their own: on the fetching consumer's
+        # connection the request would queue behind a fetch long-poll (up to 500 ms).
+        self._offsets: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._partitions: set[int] = set()
         self._targets: dict[int, int] = {}  # partition -> end offset to reach for "loaded"
@@ -77,6 +80,8 @@ class TopicFollower:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await self._consumer.start()
+        self._offsets = make_consumer(self._settings, group_id=None)
+        await self._offsets.start()
         self._task = asyncio.create_task(self._run(), name=f"follow:{self.name}")
 
     async def stop(self) -> None:
@@ -88,6 +93,9 @@ class TopicFollower:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        if self._offsets is not None:
+            await self._offsets.stop()
+            self._offsets = None
 
     async def partition_count(self) -> int:
         counts = await describe_partitions(self._settings, [self.topic])
@@ -109,9 +117,12 @@ class TopicFollower:
             return
         async with self._lock:
             tps = [TopicPartition(self.topic, p) for p in sorted(new)]
-            ends = await consumer.end_offsets(tps)
+            ends = await self._end_offsets(tps)
+            kept = await self._positions()
             self._partitions |= new
             consumer.assign([TopicPartition(self.topic, p) for p in sorted(self._partitions)])
+            for tp, offset in kept.items():
+                consumer.seek(tp, offset)  # assign() forgets positions; don't re-read
             await consumer.seek_to_beginning(*tps)
             now = time.monotonic()
             for tp in tps:
@@ -120,14 +131,33 @@ class TopicFollower:
                 self._load_started[tp.partition] = now
             await self._mark_loaded(consumer)
 
+    async def _positions(self) -> dict[TopicPartition, int]:
+        consumer = self._consumer
+        assert consumer is not None
+        return {
+            tp: await consumer.position(tp)
+            for tp in consumer.assignment()
+            if tp.partition in self._partitions
+        }
+
+    async def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        client = self._offsets or self._consumer
+        assert client is not None
+        ends: dict[TopicPartition, int] = await client.end_offsets(tps)
+        return ends
+
     async def remove(self, partitions: Iterable[int]) -> None:
         consumer = self._consumer
         gone = set(partitions) & self._partitions
         if not gone or consumer is None:
             return
         async with self._lock:
+            kept = await self._positions()
             self._partitions -= gone
             consumer.assign([TopicPartition(self.topic, p) for p in sorted(self._partitions)])
+            for tp, offset in kept.items():
+                if tp.partition in self._partitions:
+                    consumer.seek(tp, offset)
             for p in gone:
                 self._targets.pop(p, None)
                 event = self._loaded.pop(p, None)
@@ -157,7 +187,7 @@ class TopicFollower:
         wanted = [TopicPartition(self.topic, p) for p in partitions if p in self._partitions]
         if not wanted:
             return True
-        ends = await consumer.end_offsets(wanted)
+        ends = await self._end_offsets(wanted)
 
         async def reached() -> bool:
             for tp, end in ends.items():
@@ -175,7 +205,10 @@ class TopicFollower:
                     return False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._progress.wait(), timeout=min(remaining, 0.2))
-        return True
+        # Positions move when a batch is fetched, before it is applied: the loop holds the
+        # lock while applying, so taking it here waits for that batch to be in the table.
+        async with self._lock:
+            return True
 
     # ------------------------------------------------------------------ the loop
     async def _mark_loaded(self, consumer: AIOKafkaConsumer) -> None:

@@ -1,0 +1,206 @@
+"""End-to-end notifier throughput: due reminders on Kafka -> decide -> SMTP sink -> outcomes.
+
+    .venv/bin/python bench/notifier.py [--reminders 3000] [--batch-sizes 5,20,100]
+                                       [--partitions 12] [--bootstrap HOST:PORT]
+
+Without --bootstrap a local broker is started (deploy/kafka/kafka-local). For each batch
+size the records (configs, appointments, preferences, due reminders) are published under
+a fresh topic prefix first; then one notifier instance starts and the clock runs until
+every reminder has a committed outcome. The SMTP sink runs in its own process (it would
+otherwise share the GIL with the notifier). Printed per batch size: partition load
+time, reminders/s from "all partitions ready" to "every outcome committed", the mean
+batch time (decide + send + transaction), the transactions per second and the notifier's
+CPU per reminder (less sensitive than reminders/s to other load on a shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `services` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prometheus_client import REGISTRY
+
+from schemas.models import appointment_key
+from services.common.codec import encode
+from services.common.kafka import create_topics, make_producer
+from services.common.partition import partition_for
+from services.common.settings import (
+    KafkaSettings,
+    MetricsSettings,
+    NotifierSettings,
+    Settings,
+    SmtpSettings,
+)
+from services.common.topics import Topics
+from services.notifier.app import NotifierService
+from services.notifier.samples import (
+    sample_appointment,
+    sample_config,
+    sample_due,
+    sample_preferences,
+)
+from services.sinks.smtp_sink import SmtpSink
+
+
+def _sink_process(conn: Connection) -> None:
+    sink = SmtpSink(keep_messages=False)
+    sink.start()
+    conn.send(sink.port)
+    while conn.recv() == "count":
+        conn.send(sink.received_count)
+    sink.stop()
+
+
+async def _publish(kafka: KafkaSettings, reminders: int, practices: int) -> None:
+    topics = Topics(kafka.topic_prefix)
+    producer = make_producer(kafka, linger_ms=20)
+    await producer.start()
+    now = datetime.now(UTC)
+    start = (now + timedelta(days=1)).replace(microsecond=0)
+    try:
+        ids = [f"{n:08d}" for n in range(practices)]
+        for practice in ids:
+            config = sample_config(practice)
+            await producer.send(
+                topics.practice_config,
+                encode(config),
+                key=practice.encode(),
+                partition=partition_for(practice, kafka.partitions),
+            )
+        dues = []
+        for i in range(reminders):
+            practice = ids[i % practices]
+            part = partition_for(practice, kafka.partitions)
+            patient = f"pat-{i}"
+            appt = sample_appointment(practice, f"appt-{i}", start=start, patient_id=patient)
+            prefs = sample_preferences(practice, patient, updated_at=now)
+            await producer.send(
+                topics.appointments, encode(appt), key=appt.key.encode(), partition=part
+            )
+            await producer.send(
+                topics.patient_preferences, encode(prefs), key=prefs.key.encode(), partition=part
+            )
+            dues.append((sample_due(appt, fired_at=now), part))
+        await producer.flush()
+        for due, part in dues:
+            key = appointment_key(due.practice_id, due.appointment_id).encode()
+            await producer.send(topics.reminders_due, encode(due), key=key, partition=part)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():  # noqa: ASYNC110 - polling counters of the service under test
+        await asyncio.sleep(0.01)
+
+
+def _batch_stats() -> tuple[float, float]:
+    count = REGISTRY.get_sample_value("reminders_notifier_batch_seconds_count") or 0.0
+    total = REGISTRY.get_sample_value("reminders_notifier_batch_seconds_sum") or 0.0
+    return count, total
+
+
+async def _round(
+    bootstrap: str, partitions: int, batch_size: int, reminders: int, practices: int, port: int
+) -> str:
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
+        partitions=partitions,
+        client_id="bench-notifier",
+    )
+    await create_topics(kafka)
+    await _publish(kafka, reminders, practices)
+    settings = Settings(
+        kafka=kafka,
+        smtp=SmtpSettings(host="127.0.0.1", port=port, security="none", pool_size=8),
+        metrics=MetricsSettings(port=0),
+        notifier=NotifierSettings(batch_size=batch_size),
+    )
+    service = NotifierService(settings)
+    batches_before, seconds_before = _batch_stats()
+    began = time.perf_counter()
+    await service.start()
+    try:
+        await _until(
+            lambda: (
+                len(service.workers) == partitions
+                and all(w.ready for w in service.workers.values())
+            )
+        )
+        ready = time.perf_counter()
+        cpu_ready = time.process_time()
+        await _until(
+            lambda: sum(w.outcomes_committed for w in service.workers.values()) >= reminders
+        )
+        done = time.perf_counter()
+        cpu = time.process_time() - cpu_ready
+    finally:
+        await service.stop()
+    batches_after, seconds_after = _batch_stats()
+    batches = batches_after - batches_before
+    mean_batch = (seconds_after - seconds_before) / batches if batches else 0.0
+    rate = reminders / (done - ready)
+    return (
+        f"batch {batch_size:>4}  load {ready - began:6.2f} s  {rate:8.0f} reminders/s  "
+        f"mean batch {mean_batch * 1000:7.1f} ms  {batches / (done - ready):6.1f} txn/s  "
+        f"notifier CPU {cpu / reminders * 1e3:5.2f} ms/reminder"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reminders", type=int, default=3000)
+    parser.add_argument("--practices", type=int, default=60)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--batch-sizes", default="5,20,100")
+    parser.add_argument("--bootstrap", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    broker = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        from services.common.local_kafka import LocalKafka
+
+        broker = LocalKafka()
+        bootstrap = broker.start()
+    parent, child = multiprocessing.Pipe()
+    sink = multiprocessing.Process(target=_sink_process, args=(child,), daemon=True)
+    sink.start()
+    port = parent.recv()
+    try:
+        print(
+            f"notifier end to end: {args.reminders} reminders, {args.practices} practices, "
+            f"{args.partitions} partitions, one instance, SMTP sink in its own process"
+        )
+        for size in (int(s) for s in args.batch_sizes.split(",")):
+            line = asyncio.run(
+                _round(bootstrap, args.partitions, size, args.reminders, args.practices, port)
+            )
+            print(line, flush=True)
+        parent.send("count")
+        print(f"messages accepted by the sink: {parent.recv()}")
+    finally:
+        parent.send("stop")
+        sink.join(timeout=10)
+        if broker is not None:
+            broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
