@@ -195,6 +195,11 @@ class NotifierSettings(BaseModel):
     outage_backoff_seconds: float = Field(default=2.0, gt=0)
     outage_backoff_max_seconds: float = Field(default=60.0, gt=0)
     outage_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    # One reminder whose mail or push keeps failing transiently (4xx, 429, 5xx) after the
+    # in-process retries is held back and tried again with the partition's backoff for
+    # this long before it fails: greylisting and short throttling must not lose reminders,
+    # and one stubborn recipient must not hold up a partition for hours.
+    transient_hold_seconds: float = Field(default=15 * 60.0, ge=0)
     # On revoke or stop, how long the batch in hand may take to finish and commit.
     drain_seconds: float = Field(default=20.0, gt=0)
     # Before each batch the tables catch up with their topics; give up (and retry) after.

@@ -1,0 +1,476 @@
+"""Benchmarks of the reminder scheduler; each prints its figures.
+
+    .venv/bin/python bench/scheduler.py memory [--count 1000000] [--ids short|long]
+    .venv/bin/python bench/scheduler.py kafka [--bootstrap HOST:PORT] [--count 1000000]
+        [--changes 200000] [--burst 100000] [--steady-rate 1000] [--steady-seconds 60]
+        [--prefix PREFIX] [--steps raw,load,firing]
+
+``memory``: the pending reminders through the real path (read_appointment, Planner,
+PartitionTimers), 12 partitions, in this process: resident memory above the baseline,
+per pending reminder (target: at most 200 bytes). ``--ids long`` uses UUIDs for the
+appointment and patient ids (the worst realistic case), ``short`` an AGB code, a
+10-digit HIS id and a 19-character portal id.
+
+``kafka`` (real broker; without --bootstrap a local one is started and stopped):
+
+1. fills appointments.v1 (12 partitions) with ``--count`` booked appointments over the
+   next days (every one a pending reminder); ``--prefix`` reuses an earlier fill;
+2. raw: how fast aiokafka alone reads that topic (the floor under the load time);
+3. load: a SchedulerService in this process, from start() until it reports ready
+   (target: 1,000,000 in at most 30 s); then ingest: ``--changes`` reschedules published
+   while the service's consumer is paused, and the time until it has applied them all
+   after it resumes (target: at least 20,000 per second);
+4. firing, by ``python -m services.reminder_scheduler`` (its own process, loaded with
+   everything above): ``--burst`` reminders due in the same second (target: all emitted
+   within 10 s), then ``--steady-rate`` per second for ``--steady-seconds`` (target: p99
+   lateness under 1 s). Lateness is ``fired_at - due_at`` of the committed records and,
+   end to end, the moment a read_committed consumer saw them minus ``due_at``.
+
+CPU seconds are printed beside wall-clock seconds: on a shared machine the wall clock
+also counts other processes (and the broker shares the cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import TopicPartition  # noqa: E402
+
+from services.common.codec import encode  # noqa: E402
+from services.common.kafka import create_topics, make_consumer, make_producer  # noqa: E402
+from services.common.partition import partition_for  # noqa: E402
+from services.common.settings import (  # noqa: E402
+    KafkaSettings,
+    MetricsSettings,
+    SchedulerSettings,
+    Settings,
+)
+from services.common.topics import Topics  # noqa: E402
+from services.notifier.samples import sample_config  # noqa: E402
+from services.reminder_scheduler.due_time import DEFAULT_POLICY  # noqa: E402
+from services.reminder_scheduler.planner import Planner  # noqa: E402
+from services.reminder_scheduler.records import read_appointment  # noqa: E402
+from services.reminder_scheduler.samples import appointment_value, publish  # noqa: E402
+from services.reminder_scheduler.service import SchedulerService  # noqa: E402
+from services.reminder_scheduler.timers import PartitionTimers  # noqa: E402
+
+PARTITIONS = 12
+PRACTICES = 2000
+
+
+def rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def practice(n: int) -> str:
+    return f"0{1_000_000 + n % PRACTICES:07d}"  # an AGB code: 8 digits
+
+
+def ids(n: int, shape: str) -> tuple[str, str]:
+    """(appointment id, patient id) of appointment n."""
+    if shape == "long":
+        return str(uuid.UUID(int=n)), str(uuid.UUID(int=n + 2**100))
+    return f"{n:010d}", f"pt-{n * 7919:016x}"
+
+
+def appointments(count: int, now: datetime, *, shape: str = "short") -> Iterator[tuple[str, bytes]]:
+    """Booked appointments every 10 minutes over the next 2 to 8 days, booked before."""
+    first = (now + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+    for n in range(count):
+        practice_id = practice(n)
+        appointment_id, patient_id = ids(n, shape)
+        start = first + timedelta(minutes=10 * ((n // PRACTICES) % 864))
+        booked = now - timedelta(days=10, seconds=n)  # each booked at its own moment
+        value = appointment_value(
+            practice_id, appointment_id, start=start, patient_id=patient_id, booked_at=booked
+        )
+        yield f"{practice_id}/{appointment_id}", value
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def bench_memory(count: int, shape: str) -> None:
+    now = datetime.now(UTC)
+    planners = [Planner(PartitionTimers(), lambda _: DEFAULT_POLICY) for _ in range(PARTITIONS)]
+    gc.collect()
+    baseline = rss_bytes()
+    started = time.perf_counter()
+    for key, value in appointments(count, now, shape=shape):
+        state = read_appointment(value)
+        planners[partition_for(state.practice_id, PARTITIONS)].appointment(key.encode(), state, now)
+    elapsed = time.perf_counter() - started
+    gc.collect()
+    held = rss_bytes() - baseline
+    pending = sum(p.timers.pending for p in planners)
+    key, _ = next(appointments(1, now, shape=shape))
+    print(f"memory: {pending:,} pending reminders ({shape} ids, e.g. key {key})")
+    print(f"  resident memory above the baseline: {held / 2**20:,.1f} MiB")
+    print(f"  per pending reminder: {held / pending:,.1f} bytes (target <= 200)")
+    print(f"  generate + decode + plan: {elapsed / count * 1e6:,.1f} us per appointment")
+
+
+# --------------------------------------------------------------------------- kafka
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def until(done: Callable[[], bool], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step did not finish")
+        await asyncio.sleep(0.02)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def fill(kafka: KafkaSettings, count: int) -> None:
+    topics = Topics(kafka.topic_prefix)
+    producer = make_producer(kafka, linger_ms=50, max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        for n in range(PRACTICES):
+            practice_id = practice(n)
+            await producer.send(
+                topics.practice_config,
+                encode(sample_config(practice_id, quiet_hours=None)),
+                practice_id.encode(),
+                partition=partition_for(practice_id, kafka.partitions),
+            )
+        started = time.perf_counter()
+        sent = await publish(
+            producer,
+            topics.appointments,
+            appointments(count, datetime.now(UTC)),
+            partitions=kafka.partitions,
+        )
+        elapsed = time.perf_counter() - started
+        print(f"fill: {sent:,} appointments published in {elapsed:,.1f} s")
+    finally:
+        await producer.stop()
+
+
+async def raw_read(kafka: KafkaSettings) -> None:
+    """How fast aiokafka alone reads appointments.v1."""
+    topic = Topics(kafka.topic_prefix).appointments
+    consumer = make_consumer(kafka, group_id=None, max_poll_records=5000)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        started = time.perf_counter()
+        read = 0
+        while read < sum(ends.values()):
+            batches = await consumer.getmany(timeout_ms=200)
+            read += sum(len(r) for r in batches.values())
+        elapsed = time.perf_counter() - started
+        print(f"raw read: {read:,} records in {elapsed:,.1f} s ({read / elapsed:,.0f}/s)")
+    finally:
+        await consumer.stop()
+
+
+def settings_for(kafka: KafkaSettings) -> Settings:
+    return Settings(
+        kafka=kafka,
+        metrics=MetricsSettings(port=0),
+        scheduler=SchedulerSettings(),
+        log_format="text",
+    )
+
+
+def changes_of(count: int) -> list[tuple[str, bytes]]:
+    """The first ``count`` appointments, moved an hour later (sequence 2)."""
+    changed = []
+    for key, value in appointments(count, datetime.now(UTC)):
+        doc = json.loads(value)
+        start = datetime.fromisoformat(doc["start"]) + timedelta(hours=1)
+        doc.update(
+            sequence=2, start=start.isoformat(), end=(start + timedelta(minutes=10)).isoformat()
+        )
+        changed.append((key, json.dumps(doc).encode()))
+    return changed
+
+
+async def load_and_ingest(kafka: KafkaSettings, changes: int) -> None:
+    # Made before the service starts: building them while it runs would block its event
+    # loop (and its group heartbeats) for seconds.
+    changed = changes_of(changes)
+    gc.collect()
+    baseline = rss_bytes()
+    service = SchedulerService(settings_for(kafka))
+    started = time.perf_counter()
+    cpu = time.process_time()
+    await service.start()
+    await until(lambda: service.readiness()[0])
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    pending = sum(w.planner.timers.pending for w in service.workers.values())
+    slowest = max(w.load_seconds or 0 for w in service.workers.values())
+    gc.collect()
+    held = rss_bytes() - baseline
+    print(
+        f"load: {pending:,} pending reminders loaded in {elapsed:,.1f} s from start() to ready "
+        f"(target <= 30 s; slowest partition {slowest:,.1f} s; {cpu:,.1f} s of CPU); "
+        f"{held / 2**20:,.0f} MiB resident above the baseline ({held / pending:,.0f} B each, "
+        "with the clients' buffers)"
+    )
+    try:
+        consumer = service._consumer
+        assert consumer is not None
+        tps = sorted(consumer.assignment())
+        consumer.pause(*tps)
+        producer = make_producer(kafka, linger_ms=50, max_batch_size=1024 * 1024)
+        await producer.start()
+        try:
+            topic = Topics(kafka.topic_prefix).appointments
+            await publish(producer, topic, changed, partitions=kafka.partitions)
+        finally:
+            await producer.stop()
+        ends = await consumer.end_offsets(tps)
+        started = time.perf_counter()
+        cpu = time.process_time()
+        consumer.resume(*tps)
+        for tp in tps:
+            position = await consumer.position(tp)
+            while position < ends[tp]:
+                await asyncio.sleep(0.01)
+                position = await consumer.position(tp)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
+        print(
+            f"ingest: {changes:,} appointment changes applied in {elapsed:,.2f} s "
+            f"({changes / elapsed:,.0f}/s; target >= 20,000/s; {cpu:,.2f} s of CPU)"
+        )
+    finally:
+        await service.stop()
+
+
+class Process:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "REMINDERS_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "REMINDERS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+            "REMINDERS_KAFKA__PARTITIONS": str(kafka.partitions),
+            "REMINDERS_METRICS__PORT": str(self.port),
+            "REMINDERS_LOG_LEVEL": "WARNING",
+        }
+        self.started = time.perf_counter()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.reminder_scheduler"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
+                return bool(json.loads(r.read())["ready"])
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+async def observe(
+    kafka: KafkaSettings, expect: int, timeout: float
+) -> list[tuple[float, datetime, datetime]]:
+    """(seen at, due_at, fired_at) of every new committed ReminderDue."""
+    topic = Topics(kafka.topic_prefix).reminders_due
+    consumer = make_consumer(kafka, group_id=None, max_poll_records=10000)
+    await consumer.start()
+    seen: list[tuple[float, datetime, datetime]] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(kafka.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        deadline = time.time() + timeout
+        while len(seen) < expect and time.time() < deadline:
+            batches = await consumer.getmany(timeout_ms=100)
+            at = time.time()
+            for records in batches.values():
+                for record in records:
+                    assert record.value is not None
+                    doc = json.loads(record.value)
+                    seen.append(
+                        (
+                            at,
+                            datetime.fromisoformat(doc["due_at"]),
+                            datetime.fromisoformat(doc["fired_at"]),
+                        )
+                    )
+    finally:
+        await consumer.stop()
+    return seen
+
+
+def report(name: str, seen: list[tuple[float, datetime, datetime]], expected: int) -> None:
+    fired = [(f - d).total_seconds() for _, d, f in seen]
+    visible = [at - d.timestamp() for at, d, _ in seen]
+    print(
+        f"{name}: {len(seen):,}/{expected:,} emitted; lateness fired_at-due_at "
+        f"p50 {percentile(fired, 0.5):.3f} s, p99 {percentile(fired, 0.99):.3f} s, "
+        f"max {max(fired):.3f} s; seen by a read_committed consumer p50 "
+        f"{percentile(visible, 0.5):.3f} s, p99 {percentile(visible, 0.99):.3f} s, "
+        f"max {max(visible):.3f} s after due"
+    )
+
+
+def burst_records(count: int, start: datetime, booked: datetime) -> list[tuple[str, bytes]]:
+    out = []
+    for n in range(count):
+        practice_id, appointment_id = practice(n), f"burst-{n}"
+        value = appointment_value(practice_id, appointment_id, start=start, booked_at=booked)
+        out.append((f"{practice_id}/{appointment_id}", value))
+    return out
+
+
+def steady_records(
+    rate: int, seconds: int, first: datetime, booked: datetime
+) -> list[tuple[str, bytes]]:
+    out = []
+    for n in range(rate * seconds):
+        practice_id, appointment_id = practice(n), f"steady-{n}"
+        start = first + timedelta(seconds=n / rate)
+        value = appointment_value(practice_id, appointment_id, start=start, booked_at=booked)
+        out.append((f"{practice_id}/{appointment_id}", value))
+    return out
+
+
+async def firing(kafka: KafkaSettings, burst: int, rate: int, seconds: int) -> None:
+    topics = Topics(kafka.topic_prefix)
+    process = Process(kafka)
+    try:
+        while not process.ready():
+            if process.process.poll() is not None:
+                raise SystemExit("the scheduler process exited")
+            await asyncio.sleep(0.2)
+        elapsed = time.perf_counter() - process.started
+        rss = rss_bytes(process.process.pid)
+        print(
+            f"process: loaded and ready {elapsed:,.1f} s after it was started "
+            f"(interpreter start included), RSS {rss / 2**20:,.0f} MiB"
+        )
+        producer = make_producer(kafka, linger_ms=50, max_batch_size=1024 * 1024)
+        await producer.start()
+        try:
+            booked = datetime.now(UTC) - timedelta(days=10)
+            burst_due = (datetime.now(UTC) + timedelta(seconds=45)).replace(microsecond=0)
+            records = burst_records(burst, burst_due + timedelta(hours=24), booked)
+            await publish(producer, topics.appointments, records, partitions=kafka.partitions)
+            print(f"burst: {burst:,} reminders published, all due at {burst_due:%H:%M:%S}")
+            seen = await observe(kafka, burst, timeout=120)
+            last = max(at for at, _, _ in seen) - burst_due.timestamp()
+            print(f"burst: all {len(seen):,} emitted within {last:.2f} s of their due time")
+            report("burst", seen, burst)
+
+            steady_due = (datetime.now(UTC) + timedelta(seconds=45)).replace(microsecond=0)
+            records = steady_records(rate, seconds, steady_due + timedelta(hours=24), booked)
+            await publish(producer, topics.appointments, records, partitions=kafka.partitions)
+            print(
+                f"steady: {len(records):,} reminders published, {rate:,}/s from "
+                f"{steady_due:%H:%M:%S} for {seconds} s"
+            )
+            seen = await observe(kafka, len(records), timeout=seconds + 120)
+            report("steady", seen, len(records))
+        finally:
+            await producer.stop()
+    finally:
+        process.stop()
+
+
+async def bench_kafka(args: argparse.Namespace) -> None:
+    broker: Any = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        from services.common.local_kafka import LocalKafka
+
+        broker = LocalKafka()
+        bootstrap = broker.start()
+    try:
+        kafka = KafkaSettings(
+            bootstrap_servers=bootstrap,
+            topic_prefix=args.prefix or f"bench{uuid.uuid4().hex[:6]}.",
+            partitions=PARTITIONS,
+            client_id="bench-scheduler",
+        )
+        if args.prefix is None:
+            await create_topics(kafka)
+            await fill(kafka, args.count)
+        print(f"topics: {kafka.topic_prefix}*")
+        if "raw" in args.steps:
+            await raw_read(kafka)
+        if "load" in args.steps:
+            await load_and_ingest(kafka, args.changes)
+        if "firing" in args.steps:
+            await firing(kafka, args.burst, args.steady_rate, args.steady_seconds)
+    finally:
+        if broker is not None:
+            with contextlib.suppress(Exception):
+                broker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    memory = sub.add_parser("memory")
+    memory.add_argument("--count", type=int, default=1_000_000)
+    memory.add_argument("--ids", choices=("short", "long"), default="short")
+    kafka = sub.add_parser("kafka")
+    kafka.add_argument("--bootstrap")
+    kafka.add_argument(
+        "--prefix", help="reuse the topics of an earlier run (printed as 'topics:'); no fill"
+    )
+    kafka.add_argument("--count", type=int, default=1_000_000)
+    kafka.add_argument("--changes", type=int, default=200_000)
+    kafka.add_argument("--burst", type=int, default=100_000)
+    kafka.add_argument("--steady-rate", type=int, default=1000)
+    kafka.add_argument("--steady-seconds", type=int, default=60)
+    kafka.add_argument("--steps", default="raw,load,firing", help="comma-separated subset")
+    args = parser.parse_args()
+    if args.command == "memory":
+        bench_memory(args.count, args.ids)
+    else:
+        asyncio.run(bench_kafka(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,523 @@
+"""One owned partition: fence, load, fire and record atomically.
+
+Per partition ``p`` this instance owns, a :class:`PartitionWorker`:
+
+1. starts a transactional producer with the id ``{prefix}reminder-scheduler-p{p}``.
+   Its ``InitProducerId`` fences any earlier owner of ``p`` (a zombie after a rebalance,
+   or the process that was killed) and aborts that owner's open transaction, so a
+   reminder the old owner produced but did not commit is never seen (every reader is
+   ``read_committed``) and cannot be committed any more;
+2. reads ``reminders.fired.v1`` ``p`` to its end (what fired already) while the service's
+   group consumer reads ``appointments.v1`` ``p`` from its beginning to its end;
+3. only then fires: each batch of due reminders goes out in one transaction, the
+   ``ReminderDue`` records on ``reminders.due.v1`` and their ``FiredMarker`` records on
+   ``reminders.fired.v1`` (same key, partition ``p``), together with the marker
+   tombstones that keep ``reminders.fired.v1`` bounded. A crash at any moment leaves
+   either both or neither.
+
+A failed transaction drops the partition's state and loads it again from Kafka (the
+committed markers say what fired). A fenced producer means another instance owns the
+partition now: the worker stops firing and only tries again if the group still gives it
+the partition after ``fenced_retry_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import (
+    IllegalStateError,
+    InvalidProducerEpoch,
+    ProducerFenced,
+    TransactionCoordinatorFenced,
+)
+
+from services.common.clock import Clock
+from services.common.codec import DecodeError
+from services.common.kafka import DeadLetter, make_consumer, make_producer
+from services.common.partition import partition_for
+from services.common.settings import Settings
+from services.common.topics import Topics
+from services.reminder_scheduler import metrics
+from services.reminder_scheduler.due_time import Policy
+from services.reminder_scheduler.planner import Event, Fire, Planner
+from services.reminder_scheduler.records import (
+    fired_values,
+    from_us,
+    read_appointment,
+    read_marker,
+    to_ms,
+)
+from services.reminder_scheduler.timers import PartitionTimers
+
+__all__ = ["CRASH_EXIT_CODE", "PartitionWorker", "SchedulerContext", "WorkerState"]
+
+log = logging.getLogger(__name__)
+
+WorkerState = Literal["loading", "loaded", "fenced", "stopped"]
+# The exit status of the test-only crash hook (as if killed with SIGKILL).
+CRASH_EXIT_CODE = 137
+_FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+_RETRY_SECONDS = 2.0
+
+
+@dataclass
+class SchedulerContext:
+    """What the partition workers of one scheduler instance share."""
+
+    settings: Settings
+    topics: Topics
+    clock: Clock
+    partitions: int
+    consumer: AIOKafkaConsumer  # the group consumer of appointments.v1
+    policy_of: Callable[[str], Policy]
+
+    _partition_of: dict[str, int] = field(default_factory=dict)
+
+    def transactional_id(self, partition: int) -> str:
+        return f"{self.settings.kafka.topic_prefix}reminder-scheduler-p{partition}"
+
+    def partition_of(self, practice_id: str) -> int:
+        partition = self._partition_of.get(practice_id)
+        if partition is None:
+            if len(self._partition_of) > 100_000:
+                self._partition_of.clear()
+            partition = self._partition_of[practice_id] = partition_for(
+                practice_id, self.partitions
+            )
+        return partition
+
+
+class PartitionWorker:
+    """The timers of one partition and the transactional producer that fires them."""
+
+    def __init__(self, partition: int, ctx: SchedulerContext) -> None:
+        self.partition = partition
+        self.ctx = ctx
+        self.tp = TopicPartition(ctx.topics.appointments, partition)
+        self.state: WorkerState = "loading"
+        self.planner = self._new_planner()
+        self.load_seconds: float | None = None
+        self.dead_letters_until = -1  # offsets up to here went to the DLQ before
+        self._producer: AIOKafkaProducer | None = None
+        self._appointments_end: int | None = None
+        self._loaded = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # held for the length of a transaction
+        self._tombstones: set[bytes] = set()
+        self._next_retention_scan = 0.0
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def _new_planner(self) -> Planner:
+        scheduler = self.ctx.settings.scheduler
+        return Planner(
+            PartitionTimers(),
+            self.ctx.policy_of,
+            missed_after=timedelta(seconds=scheduler.missed_after_seconds),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._set_state("loading")
+        self._task = asyncio.create_task(self._run(), name=f"scheduler-p{self.partition}")
+
+    async def stop(self) -> None:
+        """Let a transaction in flight finish (bounded), then stop and close the producer."""
+        self._stopping = True
+        self._wake.set()
+        timeout = self.ctx.settings.scheduler.stop_timeout_seconds
+        acquired = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._lock.acquire(), timeout)
+            acquired = True
+        try:
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+            await self._close_producer()
+        finally:
+            if acquired:
+                self._lock.release()
+        self.state = "stopped"
+        metrics.clear_partition(self.partition)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def loading(self) -> bool:
+        return self.state == "loading"
+
+    def _set_state(self, state: WorkerState) -> None:
+        self.state = state
+        metrics.set_partition_state(self.partition, state)
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _run(self) -> None:
+        settings = self.ctx.settings.scheduler
+        while not self._stopping:
+            try:
+                await self._load()
+                await self._fire_loop()
+            except asyncio.CancelledError:
+                raise
+            except _FENCED:
+                log.warning(
+                    "fenced: another instance owns the partition now; not firing",
+                    extra={"partition": self.partition},
+                )
+                self._set_state("fenced")
+                self.planner = self._new_planner()
+                await self._close_producer()
+                await asyncio.sleep(settings.fenced_retry_seconds)
+            except Exception:
+                log.exception(
+                    "partition failed; loading it again from Kafka",
+                    extra={"partition": self.partition},
+                )
+                self._set_state("loading")
+                await self._close_producer()
+                await asyncio.sleep(_RETRY_SECONDS)
+
+    # ------------------------------------------------------------------ loading
+    async def _load(self) -> None:
+        ctx = self.ctx
+        started = time.monotonic()
+        self._set_state("loading")
+        self._loaded.clear()
+        self._appointments_end = None
+        ctx.consumer.pause(self.tp)
+        await self._close_producer()
+        producer = make_producer(
+            ctx.settings.kafka,
+            transactional_id=ctx.transactional_id(self.partition),
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+        )
+        try:
+            await producer.start()  # InitProducerId: fences the partition's earlier owner
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+        loader = make_consumer(ctx.settings.kafka, group_id=None, max_poll_records=10000)
+        await loader.start()
+        try:
+            self.dead_letters_until = await _last_dead_letter_source(
+                loader, ctx.topics, self.partition
+            )
+            fired_tp = TopicPartition(ctx.topics.reminders_fired, self.partition)
+            ends = await loader.end_offsets([self.tp, fired_tp])
+            self.planner = self._new_planner()
+            self._tombstones.clear()
+            await ctx.consumer.seek_to_beginning(self.tp)
+            ctx.consumer.resume(self.tp)
+            await self._load_markers(loader, fired_tp, ends[fired_tp])
+        finally:
+            await loader.stop()
+        self._appointments_end = ends[self.tp]
+        await self._loaded.wait()
+        self.load_seconds = time.monotonic() - started
+        metrics.PARTITION_LOAD_SECONDS.labels(partition=str(self.partition)).set(self.load_seconds)
+        self._next_retention_scan = 0.0
+        self._set_state("loaded")
+        log.info(
+            "partition loaded",
+            extra={
+                "partition": self.partition,
+                "load_seconds": round(self.load_seconds, 3),
+                "pending": self.planner.timers.pending,
+                "markers": self.planner.timers.markers,
+            },
+        )
+
+    async def _load_markers(self, loader: AIOKafkaConsumer, tp: TopicPartition, end: int) -> None:
+        loader.assign([tp])
+        await loader.seek_to_beginning(tp)
+        while await loader.position(tp) < end:
+            batches = await loader.getmany(tp, timeout_ms=200)
+            for record in batches.get(tp, []):
+                self._apply_marker(record)
+
+    def _apply_marker(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        key = record.key
+        if key is None:
+            return
+        if record.value is None:
+            self.planner.timers.drop_marker(key)
+            return
+        try:
+            marker = read_marker(record.value)
+        except DecodeError as exc:
+            log.warning(
+                "unreadable fired marker skipped",
+                extra={"partition": self.partition, "offset": record.offset, "error": exc.reason},
+            )
+            return
+        if marker.key.encode() != key:
+            log.warning(
+                "fired marker under another key skipped",
+                extra={"partition": self.partition, "offset": record.offset},
+            )
+            return
+        self.planner.marker(key, marker)
+
+    async def check_loaded(self) -> None:
+        """Called by the consuming loop: has it read appointments.v1 p to the end?"""
+        end = self._appointments_end
+        if end is None or self._loaded.is_set() or self._stopping:
+            return
+        try:
+            position = await self.ctx.consumer.position(self.tp)
+        except IllegalStateError:
+            return  # revoked meanwhile; stop() follows
+        if position >= end:
+            self._loaded.set()
+
+    # ------------------------------------------------------------------ appointments
+    def apply(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> DeadLetter | None:
+        """Apply one record of appointments.v1; a record that cannot be used is returned
+        as a dead letter (unless an earlier owner sent it already)."""
+        key = record.key
+        if key is None:
+            return self._dead_letter(record, DecodeError("no_key", "compacted records need a key"))
+        if record.value is None:
+            event, had_marker = self.planner.removed(key)
+            if had_marker:
+                self._tombstones.add(key)
+            self._count(event)
+            return None
+        try:
+            appointment = read_appointment(record.value)
+        except DecodeError as exc:
+            return self._dead_letter(record, exc)
+        if appointment.key.encode() != key:
+            return self._dead_letter(
+                record,
+                DecodeError("key_mismatch", "the key is not {practice_id}/{appointment_id}"),
+            )
+        if self.ctx.partition_of(appointment.practice_id) != self.partition:
+            return self._dead_letter(
+                record,
+                DecodeError("wrong_partition", "the record is not on its practice's partition"),
+            )
+        self._count(self.planner.appointment(key, appointment, now))
+        return None
+
+    def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], error: DecodeError
+    ) -> DeadLetter | None:
+        metrics.APPOINTMENTS_INVALID.labels(reason=error.reason).inc()
+        if record.offset <= self.dead_letters_until:
+            return None
+        return DeadLetter(
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=error.reason,
+            detail=error.detail,
+        )
+
+    def _count(self, event: Event | None) -> None:
+        # Loading plans the whole partition again: only live changes are counted.
+        if event is not None and self.state == "loaded":
+            metrics.TIMERS.labels(event=event).inc()
+
+    def replan_practice(self, practice_id: str) -> None:
+        changed = self.planner.replan_practice(practice_id, self.ctx.clock.now())
+        if changed:
+            metrics.TIMERS.labels(event="rescheduled").inc(changed)
+            log.info(
+                "practice policy changed; timers planned again",
+                extra={"practice_id": practice_id, "rescheduled": changed},
+            )
+        self.wake()
+
+    def update_gauges(self) -> None:
+        metrics.PENDING_TIMERS.labels(partition=str(self.partition)).set(
+            self.planner.timers.pending
+        )
+
+    # ------------------------------------------------------------------ firing
+    async def _fire_loop(self) -> None:
+        ctx = self.ctx
+        settings = ctx.settings.scheduler
+        while not self._stopping:
+            now = ctx.clock.now()
+            fires: list[Fire] = []
+            for timer in self.planner.timers.pop_due(to_ms(now), settings.fire_batch_size):
+                fire = self.planner.at_fire(timer, now)
+                if fire is None:
+                    metrics.MISSED.inc()
+                else:
+                    fires.append(fire)
+            tombstones = self._take_tombstones(now)
+            if fires or tombstones:
+                await self._commit(fires, tombstones, now)
+                continue
+            self.update_gauges()
+            next_ms = self.planner.timers.next_due_ms()
+            wait = settings.tick_seconds
+            if next_ms is not None:
+                wait = min(wait, max(0.0, (next_ms - to_ms(now)) / 1000))
+            await self._nap(wait)
+
+    async def _nap(self, seconds: float) -> None:
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        waker = asyncio.ensure_future(self._wake.wait())
+        sleeper = asyncio.ensure_future(self.ctx.clock.sleep(seconds))
+        try:
+            await asyncio.wait({waker, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waker, sleeper):
+                task.cancel()
+            self._wake.clear()
+
+    def _take_tombstones(self, now: datetime) -> list[bytes]:
+        settings = self.ctx.settings.scheduler
+        limit = settings.fire_batch_size
+        if time.monotonic() >= self._next_retention_scan and len(self._tombstones) < limit:
+            cutoff = now - timedelta(days=settings.retention_days)
+            expired = self.planner.timers.expired_markers(
+                to_ms(cutoff) // 1000, limit - len(self._tombstones)
+            )
+            self._tombstones.update(expired)
+            more = len(expired) >= limit
+            self._next_retention_scan = time.monotonic() + (
+                0.0 if more else settings.retention_scan_seconds
+            )
+        taken: list[bytes] = []
+        while self._tombstones and len(taken) < limit:
+            taken.append(self._tombstones.pop())
+        return taken
+
+    async def _commit(self, fires: list[Fire], tombstones: list[bytes], now: datetime) -> None:
+        ctx = self.ctx
+        topics = ctx.topics
+        partition = self.partition
+        async with self._lock:
+            if self._stopping:
+                return
+            producer = self._producer
+            assert producer is not None
+            await producer.begin_transaction()
+            try:
+                sent = []
+                for fire in fires:
+                    due, marker = self._values(fire, now)
+                    key = fire.timer.key
+                    sent.append(
+                        await producer.send(topics.reminders_due, due, key, partition=partition)
+                    )
+                    sent.append(
+                        await producer.send(
+                            topics.reminders_fired, marker, key, partition=partition
+                        )
+                    )
+                for key in tombstones:
+                    sent.append(
+                        await producer.send(topics.reminders_fired, None, key, partition=partition)
+                    )
+                await producer.flush()
+                for future in sent:  # all resolved by flush()
+                    error = future.exception()
+                    if error is not None:
+                        raise error
+                if ctx.settings.scheduler.crash_after_send:
+                    log.error(
+                        "crash hook: exiting between producing and committing",
+                        extra={"partition": partition, "reminders": len(fires)},
+                    )
+                    os._exit(CRASH_EXIT_CODE)
+                await producer.commit_transaction()
+            except BaseException:
+                metrics.TRANSACTIONS.labels(result="failed").inc()
+                with contextlib.suppress(Exception):
+                    await producer.abort_transaction()
+                raise
+        metrics.TRANSACTIONS.labels(result="committed").inc()
+        metrics.MARKER_TOMBSTONES.inc(len(tombstones))
+        for key in tombstones:
+            self.planner.timers.drop_marker(key)
+        fired_at_ms = to_ms(now)
+        metrics.FIRED.inc(len(fires))
+        metrics.MISSED.inc(sum(fire.missed for fire in fires))
+        observe = metrics.FIRING_LATENESS.observe
+        for fire in fires:
+            self.planner.fired(fire)
+            observe(max(0.0, (fired_at_ms - fire.timer.due_ms) / 1000))
+            if log.isEnabledFor(logging.DEBUG):
+                practice_id, _, appointment_id = fire.timer.key.decode().partition("/")
+                log.debug(
+                    "reminder due",
+                    extra={
+                        "partition": partition,
+                        "practice_id": practice_id,
+                        "appointment_id": appointment_id,
+                        "reason": fire.reason,
+                    },
+                )
+        self.update_gauges()
+
+    @staticmethod
+    def _values(fire: Fire, now: datetime) -> tuple[bytes, bytes]:
+        timer = fire.timer
+        practice_id, _, appointment_id = timer.key.decode().partition("/")
+        return fired_values(
+            practice_id=practice_id,
+            appointment_id=appointment_id,
+            patient_id=timer.patient_id.decode(),
+            start=from_us(timer.start_us),
+            end=from_us(timer.end_s * 1_000_000),
+            sequence=timer.sequence,
+            due_at=fire.due_at,
+            fired_at=now,
+            reason=fire.reason,
+        )
+
+
+async def _last_dead_letter_source(loader: AIOKafkaConsumer, topics: Topics, partition: int) -> int:
+    """The source offset of the last dead letter of appointments.v1 ``partition``.
+
+    Every owner reads the partition from its beginning; records up to this offset were
+    dead-lettered by an earlier owner and are not sent to the DLQ again.
+    """
+    tp = TopicPartition(Topics.dlq(topics.appointments), partition)
+    end = (await loader.end_offsets([tp]))[tp]
+    if end == 0:
+        return -1
+    loader.assign([tp])
+    loader.seek(tp, end - 1)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        batches = await loader.getmany(tp, timeout_ms=200)
+        for record in reversed(batches.get(tp, [])):
+            for name, value in record.headers:
+                if name == "source-offset":
+                    with contextlib.suppress(ValueError):
+                        return int(value)
+            return -1
+        if await loader.position(tp) >= end:
+            break
+    return -1

@@ -1,0 +1,218 @@
+"""Which appointments get a timer, and what a timer does when it comes up (pure).
+
+- Only ``booked`` appointments get a timer: the notifier sends only for ``booked``, and a
+  ``pending`` appointment that fired would have used up the one reminder of its start
+  before it was confirmed. Every other status removes the timer; the fired marker stays.
+- A new start is a new reminder (``reminder_id_for(practice, appointment, start)``); a
+  start whose reminder already fired gets no second one.
+- A start in the past removes the timer (a move into the past, or an appointment entered
+  after the fact), unless the appointment was known, booked and not reminded before it
+  began: that timer was missed while the service was down and fires at once with
+  ``too_late``. The test is ``updated_at < start``, which a reload decides the same way.
+- A timer that comes up more than ``missed_after`` late (the service was down, or the
+  partition moved) is decided again at the moment it fires (``compute_due(now=...)``):
+  at once, after the quiet window, or ``too_late``; never dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from services.reminder_scheduler.due_time import (
+    Policy,
+    Reason,
+    compute_due,
+    planned_moment,
+)
+from services.reminder_scheduler.records import (
+    AppointmentState,
+    MarkerState,
+    from_ms,
+    from_us,
+    to_ms,
+    to_us,
+)
+from services.reminder_scheduler.timers import Change, PartitionTimers, Timer, TimerFields
+
+__all__ = ["REMINDED_STATUS", "Event", "Fire", "Planner"]
+
+REMINDED_STATUS = "booked"
+
+# What happened to a timer, as counted by reminders_scheduler_timers_total{event}.
+Event = Literal["planned", "rescheduled", "cancelled", "fired", "missed"]
+
+_EVENTS: dict[Change, Event | None] = {
+    Change.PLANNED: "planned",
+    Change.RESCHEDULED: "rescheduled",
+    Change.UPDATED: None,
+    Change.UNCHANGED: None,
+    Change.ALREADY_FIRED: None,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """A timer to fire now: its planned due time, and the reason if there is no good moment."""
+
+    timer: Timer
+    due_at: datetime
+    reason: Reason | None
+    missed: bool
+
+
+_PLANNED_CACHE_SIZE = 200_000
+_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    moment: datetime  # planned_moment(start, policy)
+    ms: int  # the same in ms
+    latest_ms: int  # start - min_lead in ms: no reminder later than this
+
+
+class Planner:
+    """The timers of one partition, kept in line with its appointments and fired markers."""
+
+    def __init__(
+        self,
+        timers: PartitionTimers,
+        policy_of: Callable[[str], Policy],
+        *,
+        missed_after: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self.timers = timers
+        self._policy_of = policy_of
+        self._missed_after = missed_after
+        # planned_moment per (policy, start): appointments share their starts (slots).
+        # Keyed by id(policy); the policies are kept so that no id is reused meanwhile.
+        self._planned: dict[tuple[int, int], _Planned] = {}
+        self._policies: dict[int, Policy] = {}
+        self._now: datetime | None = None
+        self._now_us = 0
+
+    def _due(self, start_us: int, booked_s: int, policy: Policy) -> tuple[int, Reason | None]:
+        """``compute_due`` in milliseconds, with the planned moment cached per start."""
+        key = (id(policy), start_us)
+        planned = self._planned.get(key)
+        if planned is None:
+            if len(self._planned) >= _PLANNED_CACHE_SIZE:
+                self._planned.clear()
+                self._policies.clear()
+            moment = planned_moment(from_us(start_us), policy)
+            latest_ms = (start_us - policy.min_lead // _US) // 1000
+            planned = self._planned[key] = _Planned(moment, to_ms(moment), latest_ms)
+            self._policies[id(policy)] = policy
+        booked_ms = booked_s * 1000
+        if booked_ms <= planned.ms <= planned.latest_ms:
+            # compute_due's plain case: booked before the planned moment, which leaves
+            # enough lead; the moment itself (tested to agree with compute_due)
+            return planned.ms, None
+        due = compute_due(from_us(start_us), from_ms(booked_ms), policy, planned=planned.moment)
+        return to_ms(due.at), due.reason
+
+    # ------------------------------------------------------------------ appointments
+    def appointment(self, key: bytes, appointment: AppointmentState, now: datetime) -> Event | None:
+        """Apply the current state of an appointment."""
+        if appointment.status != REMINDED_STATUS:
+            return self._cancel(key)
+        start_us = appointment.start_us
+        # booked_at at whole seconds: the timer stores it so, and plans again from it
+        booked_s = appointment.booked_us // 1_000_000
+        due_ms, reason = self._due(start_us, booked_s, self._policy_of(appointment.practice_id))
+        if now is not self._now:  # one conversion per batch of records, not per record
+            self._now, self._now_us = now, to_us(now)
+        if start_us <= self._now_us:
+            if appointment.updated_us >= start_us:
+                return self._cancel(key)
+            reason = reason or "too_late"  # missed while down: fire at once with why
+        fields = TimerFields(
+            start_us=start_us,
+            end_s=appointment.end_us // 1_000_000,
+            booked_s=booked_s,
+            sequence=appointment.sequence,
+            due_ms=due_ms,
+            reason=reason,
+            patient_id=appointment.patient_id.encode(),
+        )
+        return _EVENTS[self.timers.upsert(key, fields)]
+
+    def removed(self, key: bytes) -> tuple[Event | None, bool]:
+        """The appointment's tombstone: (event, whether its fired marker must go too)."""
+        pending, marker = self.timers.forget(key)
+        return ("cancelled" if pending else None), marker
+
+    def _cancel(self, key: bytes) -> Event | None:
+        return "cancelled" if self.timers.cancel(key) else None
+
+    # ------------------------------------------------------------------ markers
+    def marker(self, key: bytes, marker: MarkerState) -> None:
+        self.timers.set_marker(
+            key, to_us(marker.start) // 1_000_000, to_us(marker.end) // 1_000_000
+        )
+
+    # ------------------------------------------------------------------ policy changes
+    def replan_practice(self, practice_id: str, now: datetime) -> int:
+        """Plan the practice's pending timers again (its policy or time zone changed)."""
+        policy = self._policy_of(practice_id)
+        changed = 0
+        for timer in list(self.timers.pending_timers(f"{practice_id}/".encode())):
+            start = from_us(timer.start_us)
+            if start <= now:
+                continue  # owed and due at once whatever the policy
+            due_ms, reason = self._due(timer.start_us, timer.booked_s, policy)
+            fields = TimerFields(
+                start_us=timer.start_us,
+                end_s=timer.end_s,
+                booked_s=timer.booked_s,
+                sequence=timer.sequence,
+                due_ms=due_ms,
+                reason=reason,
+                patient_id=timer.patient_id,
+            )
+            if self.timers.upsert(timer.key, fields) is Change.RESCHEDULED:
+                changed += 1
+        return changed
+
+    # ------------------------------------------------------------------ firing
+    def at_fire(self, timer: Timer, now: datetime) -> Fire | None:
+        """Fire the timer now (with a reason when there is no good moment), or move it.
+
+        ``None`` means the timer was late and now falls in quiet hours: it was moved to
+        the end of the window, which is still ``min_lead`` before the start.
+        """
+        practice_id = timer.key.decode().partition("/")[0]
+        policy = self._policy_of(practice_id)
+        start = from_us(timer.start_us)
+        due_at = from_ms(timer.due_ms)
+        missed = now - due_at > self._missed_after
+        if timer.reason is not None:
+            return Fire(timer, due_at, timer.reason, missed)
+        if now > start - policy.min_lead:
+            return Fire(timer, due_at, "too_late", missed)
+        if not missed:
+            return Fire(timer, due_at, None, False)
+        again = compute_due(start, from_us(timer.booked_s * 1_000_000), policy, now=now)
+        if again.reason is not None or again.at <= now:
+            return Fire(timer, due_at, again.reason, True)
+        self.timers.upsert(
+            timer.key,
+            TimerFields(
+                start_us=timer.start_us,
+                end_s=timer.end_s,
+                booked_s=timer.booked_s,
+                sequence=timer.sequence,
+                due_ms=to_ms(again.at),
+                reason=None,
+                patient_id=timer.patient_id,
+            ),
+        )
+        return None
+
+    def fired(self, fire: Fire) -> None:
+        """The marker of this firing is committed."""
+        timer = fire.timer
+        self.timers.set_marker(timer.key, timer.start_s, timer.end_s)

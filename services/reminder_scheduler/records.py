@@ -1,0 +1,256 @@
+"""The scheduler's side of the records: a fast reader for ``appointments.v1`` and
+``reminders.fired.v1`` values, and the writers of ``ReminderDue`` and ``FiredMarker``.
+
+A restart reads a million appointments, so full pydantic validation (tens of µs per
+record) is too slow here. :func:`read_appointment` takes only the fields the scheduler
+needs and checks them with the contract's own rules (identifier pattern, a patient id
+that looks like a BSN is refused, aware times, end after start, a known status). A
+record that fails goes to ``appointments.v1.dlq.v1``, with the field named but never
+its value. The outgoing records are written with ``json.dumps`` and checked against the
+pydantic models by the unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from schemas.models import APPOINTMENT_STATUSES
+from services.common.codec import DecodeError
+
+__all__ = [
+    "EPOCH",
+    "AppointmentState",
+    "MarkerState",
+    "fired_values",
+    "from_ms",
+    "from_us",
+    "read_appointment",
+    "read_marker",
+    "to_ms",
+    "to_us",
+]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_MS = timedelta(milliseconds=1)
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_BSN_LIKE = re.compile(r"\d{8,9}")
+_STATUSES = frozenset(APPOINTMENT_STATUSES)
+_MAX_SEQUENCE = 2**64 - 1
+
+
+def to_us(moment: datetime) -> int:
+    return (moment - EPOCH) // _US
+
+
+def to_ms(moment: datetime) -> int:
+    return (moment - EPOCH) // _MS
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+class AppointmentState(NamedTuple):
+    """The fields of an ``Appointment`` that decide its reminder; times in µs since the epoch."""
+
+    practice_id: str
+    appointment_id: str
+    patient_id: str
+    status: str
+    sequence: int
+    start_us: int
+    end_us: int
+    booked_us: int
+    updated_us: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.practice_id}/{self.appointment_id}"
+
+    @property
+    def start(self) -> datetime:
+        return from_us(self.start_us)
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerState:
+    practice_id: str
+    appointment_id: str
+    start: datetime
+    end: datetime
+
+    @property
+    def key(self) -> str:
+        return f"{self.practice_id}/{self.appointment_id}"
+
+
+def _invalid(field: str, problem: str) -> DecodeError:
+    return DecodeError("invalid", f"{field}: {problem}")
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _object(value: bytes) -> dict[str, Any]:
+    try:
+        text = value.decode()
+        doc, end = _DECODER.raw_decode(text)
+        if end != len(text) and text[end:].strip():
+            raise ValueError("extra data after the JSON value")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError("not_json", f"the value is not JSON: {type(exc).__name__}") from exc
+    if not isinstance(doc, dict):
+        raise DecodeError("invalid", "the value is not a JSON object")
+    return doc
+
+
+# Practice ids repeat on every record: checked once.
+_PRACTICE_IDS: set[str] = set()
+
+
+def _identifier(doc: dict[str, Any], field: str) -> str:
+    # booking_events writes ids as the contract has them (stripped, pattern-checked);
+    # anything else is refused here rather than repaired
+    value = doc.get(field)
+    if type(value) is not str or not _ID.fullmatch(value):
+        raise _invalid(field, "missing, or not an identifier (letters, digits, . _ : -; <= 64)")
+    return value
+
+
+def _practice_id(doc: dict[str, Any]) -> str:
+    value = doc.get("practice_id")
+    if type(value) is str and value in _PRACTICE_IDS:
+        return value
+    value = _identifier(doc, "practice_id")
+    if len(_PRACTICE_IDS) < 100_000:
+        _PRACTICE_IDS.add(value)
+    return value
+
+
+def _moment(doc: dict[str, Any], field: str) -> datetime:
+    value = doc.get(field)
+    if type(value) is not str:
+        raise _invalid(field, "missing or not a string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise _invalid(field, "not an RFC 3339 date-time") from exc
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise _invalid(field, "has no UTC offset")
+    return moment
+
+
+# Appointments share their start and end times (the agenda's slots): parsed once.
+_SLOT_TIMES: dict[str, int] = {}
+_SLOT_TIMES_SIZE = 100_000
+
+
+def _micros(doc: dict[str, Any], field: str, *, slot: bool = False) -> int:
+    value = doc.get(field)
+    if slot and type(value) is str:
+        cached = _SLOT_TIMES.get(value)
+        if cached is not None:
+            return cached
+        micros = _parse_micros(doc, field)
+        if len(_SLOT_TIMES) >= _SLOT_TIMES_SIZE:
+            _SLOT_TIMES.clear()
+        _SLOT_TIMES[value] = micros
+        return micros
+    return _parse_micros(doc, field)
+
+
+def _parse_micros(doc: dict[str, Any], field: str) -> int:
+    since = _moment(doc, field) - EPOCH
+    return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+
+
+def read_appointment(value: bytes) -> AppointmentState:
+    """The scheduler's fields of an ``appointments.v1`` value; DecodeError if unusable."""
+    doc = _object(value)
+    patient = doc.get("patient")
+    if not isinstance(patient, dict):
+        raise _invalid("patient", "missing or not an object")
+    patient_id = _identifier(patient, "id")
+    if _BSN_LIKE.fullmatch(patient_id):
+        raise _invalid("patient.id", "looks like a BSN (8-9 digits)")
+    status = doc.get("status")
+    if status not in _STATUSES:
+        raise _invalid("status", "not a FHIR appointment status")
+    sequence = doc.get("sequence")
+    if type(sequence) is not int or not 0 <= sequence <= _MAX_SEQUENCE:
+        raise _invalid("sequence", "missing or not a non-negative 64-bit integer")
+    start_us = _micros(doc, "start", slot=True)
+    end_us = _micros(doc, "end", slot=True)
+    if end_us <= start_us:
+        raise _invalid("end", "not after start")
+    return AppointmentState(
+        practice_id=_practice_id(doc),
+        appointment_id=_identifier(doc, "appointment_id"),
+        patient_id=patient_id,
+        status=status,
+        sequence=sequence,
+        start_us=start_us,
+        end_us=end_us,
+        booked_us=_micros(doc, "booked_at"),
+        updated_us=_micros(doc, "updated_at"),
+    )
+
+
+def read_marker(value: bytes) -> MarkerState:
+    """A ``FiredMarker`` value (written by this service), fields needed on load."""
+    doc = _object(value)
+    return MarkerState(
+        practice_id=_practice_id(doc),
+        appointment_id=_identifier(doc, "appointment_id"),
+        start=_moment(doc, "start").astimezone(UTC),
+        end=_moment(doc, "end").astimezone(UTC),
+    )
+
+
+def _text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def fired_values(
+    *,
+    practice_id: str,
+    appointment_id: str,
+    patient_id: str,
+    start: datetime,
+    end: datetime,
+    sequence: int,
+    due_at: datetime,
+    fired_at: datetime,
+    reason: str | None,
+) -> tuple[bytes, bytes]:
+    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes.
+
+    Written with a template: a firing burst writes a hundred thousand of each. The ids
+    passed the identifier pattern on the way in (letters, digits, ``._:-``), so none
+    needs escaping; the reason is one of two literals.
+    """
+    start_text = _text(start)
+    due_text = _text(due_at)
+    fired_text = _text(fired_at)
+    reminder_id = f"{practice_id}/{appointment_id}/{start_text[:19]}Z"  # utc_text(start)
+    ids = f'"practice_id":"{practice_id}","appointment_id":"{appointment_id}"'
+    why = "null" if reason is None else f'"{reason}"'
+    due = (
+        f'{{"reminder_id":"{reminder_id}",{ids},"patient_id":"{patient_id}",'
+        f'"start":"{start_text}","sequence":{sequence:d},"due_at":"{due_text}",'
+        f'"fired_at":"{fired_text}","reason":{why}}}'
+    )
+    marker = (
+        f'{{"reminder_id":"{reminder_id}",{ids},"start":"{start_text}",'
+        f'"end":"{_text(end)}","due_at":"{due_text}","fired_at":"{fired_text}"}}'
+    )
+    return due.encode(), marker.encode()

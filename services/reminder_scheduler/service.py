@@ -1,0 +1,263 @@
+"""The scheduler service: a group member on appointments.v1 with one worker per partition.
+
+Start-up: check that the topics agree on their partition count (refuse otherwise), load
+``practice.config.v1`` whole (the policies), then join the consumer group
+``{prefix}{scheduler.group_id}`` on ``appointments.v1``. The group splits the partitions
+between the instances; for each assigned partition a :class:`PartitionWorker` fences,
+loads and fires (see firing.py). Revoked partitions stop firing, drop their timers and
+close their producer before the group hands them to another instance.
+
+The group consumer never commits offsets: every assignment reads the partition from its
+beginning (the topic is compacted and bounded by booking_events' retention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker
+
+from schemas.models import PracticeConfig
+from services.common.clock import Clock, SystemClock
+from services.common.kafka import (
+    DeadLetter,
+    check_partitions,
+    make_consumer,
+    make_producer,
+    send_dead_letter,
+)
+from services.common.partition import partition_for
+from services.common.practice_config import practice_config_table
+from services.common.runtime import make_broker
+from services.common.settings import Settings
+from services.common.table import Table
+from services.common.topics import Topics
+from services.reminder_scheduler.due_time import DEFAULT_POLICY, Policy
+from services.reminder_scheduler.firing import PartitionWorker, SchedulerContext
+
+__all__ = ["SERVICE_NAME", "SchedulerService"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "reminder-scheduler"
+_RETRY_SECONDS = 1.0
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: SchedulerService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._service._revoke({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._service._assign({tp.partition for tp in assigned})
+
+
+class SchedulerService:
+    """Holds one durable timer per booked appointment of the partitions it owns."""
+
+    name = SERVICE_NAME
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.broker: KafkaBroker = make_broker(settings, SERVICE_NAME)
+        self.group_id = f"{settings.kafka.topic_prefix}{settings.scheduler.group_id}"
+        self.workers: dict[int, PartitionWorker] = {}
+        self._policies: dict[str, Policy] = {}
+        self._interned: dict[Policy, Policy] = {DEFAULT_POLICY: DEFAULT_POLICY}
+        self._configs: Table[PracticeConfig] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dead_letters: AIOKafkaProducer | None = None
+        self._ctx: SchedulerContext | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._partitions = 0
+        self._configs_loaded = False
+        self._assigned = False
+        self.failed: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        kafka = self.settings.kafka
+        topics = self.topics
+        self._partitions = await check_partitions(
+            kafka,
+            [
+                topics.appointments,
+                topics.practice_config,
+                topics.reminders_due,
+                topics.reminders_fired,
+                Topics.dlq(topics.appointments),
+            ],
+        )
+        self._dead_letters = make_producer(kafka)
+        await self._dead_letters.start()
+        self._configs = practice_config_table(kafka, on_change=self._config_changed)
+        await self._configs.start()
+        await self._configs.wait_loaded()
+        self._configs_loaded = True
+        self._consumer = make_consumer(
+            kafka,
+            group_id=self.group_id,
+            max_poll_records=5000,
+            session_timeout_ms=self.settings.scheduler.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.scheduler.heartbeat_interval_ms,
+            fetch_max_bytes=32 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self._ctx = SchedulerContext(
+            settings=self.settings,
+            topics=topics,
+            clock=self.clock,
+            partitions=self._partitions,
+            consumer=self._consumer,
+            policy_of=self.policy_of,
+        )
+        self._consumer.subscribe([topics.appointments], listener=_Rebalance(self))
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._consume(), name="scheduler-consume")
+        log.info(
+            "scheduler started",
+            extra={"group_id": self.group_id, "partitions": self._partitions},
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._revoke(set(self.workers))
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._configs is not None:
+            await self._configs.stop()
+            self._configs = None
+        if self._dead_letters is not None:
+            await self._dead_letters.stop()
+            self._dead_letters = None
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        states = {str(p): w.state for p, w in sorted(self.workers.items())}
+        ready = (
+            self.failed is None
+            and self._configs_loaded
+            and self._assigned
+            and all(w.state == "loaded" for w in self.workers.values())
+        )
+        details: dict[str, object] = {
+            "practice_config_loaded": self._configs_loaded,
+            "assigned": self._assigned,
+            "partitions": states,
+        }
+        if self.failed is not None:
+            details["error"] = str(self.failed)
+        return ready, details
+
+    # ------------------------------------------------------------------ policies
+    def policy_of(self, practice_id: str) -> Policy:
+        return self._policies.get(practice_id, DEFAULT_POLICY)
+
+    def _config_changed(
+        self, practice_id: str, old: PracticeConfig | None, new: PracticeConfig | None
+    ) -> None:
+        # Equal policies are one object, so the planners' caches share their entries.
+        policy = Policy.from_config(new)
+        policy = self._interned.setdefault(policy, policy)
+        if policy == self.policy_of(practice_id):
+            return
+        if new is None:
+            self._policies.pop(practice_id, None)
+        else:
+            self._policies[practice_id] = policy
+        if not self._partitions:
+            return  # still loading the configs: nothing is planned yet
+        worker = self.workers.get(partition_for(practice_id, self._partitions))
+        if worker is not None:
+            worker.replan_practice(practice_id)
+
+    # ------------------------------------------------------------------ the group
+    def _assign(self, partitions: set[int]) -> None:
+        ctx = self._ctx
+        assert ctx is not None and self._consumer is not None
+        self._assigned = True
+        for partition in sorted(partitions - set(self.workers)):
+            worker = PartitionWorker(partition, ctx)
+            self._consumer.pause(worker.tp)  # the worker fences before it reads
+            self.workers[partition] = worker
+            worker.start()
+        log.info("partitions assigned", extra={"partitions": sorted(partitions)})
+
+    async def _revoke(self, partitions: set[int]) -> None:
+        workers = [self.workers.pop(p) for p in sorted(partitions) if p in self.workers]
+        await asyncio.gather(*(w.stop() for w in workers))
+        if workers:
+            log.info("partitions revoked", extra={"partitions": [w.partition for w in workers]})
+
+    async def _consume(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        try:
+            while True:
+                try:
+                    batches = await consumer.getmany(timeout_ms=100)
+                except KafkaError as exc:  # e.g. the broker restarting: the client reconnects
+                    log.warning("fetching appointments failed; retrying", extra={"error": str(exc)})
+                    await asyncio.sleep(_RETRY_SECONDS)
+                    continue
+                now = self.clock.now()
+                for tp, records in batches.items():
+                    worker = self.workers.get(tp.partition)
+                    if worker is not None:
+                        await self._apply(worker, records, now)
+                for worker in list(self.workers.values()):
+                    if worker.loading:
+                        await worker.check_loaded()
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failed = exc
+            log.exception("scheduler stopped consuming appointments")
+            raise
+
+    async def _apply(
+        self, worker: PartitionWorker, records: list[ConsumerRecord[bytes, bytes]], now: datetime
+    ) -> None:
+        assert self._dead_letters is not None
+        for record in records:
+            letter = worker.apply(record, now)
+            if letter is not None:
+                await self._send_dead_letter(letter)
+        worker.update_gauges()
+        worker.wake()
+
+    async def _send_dead_letter(self, letter: DeadLetter) -> None:
+        """Until it is written: the records after it wait, so none is skipped."""
+        assert self._dead_letters is not None
+        delay = _RETRY_SECONDS
+        while True:
+            try:
+                await send_dead_letter(self._dead_letters, letter)
+                return
+            except KafkaError as exc:
+                log.warning(
+                    "dead letter not written; retrying",
+                    extra={"source_offset": letter.source_offset, "error": str(exc)},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)

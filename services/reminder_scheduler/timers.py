@@ -1,0 +1,493 @@
+"""The timers of one partition, held compactly: about 160 bytes per pending reminder.
+
+Per appointment key there is one record, a single ``bytes`` object::
+
+    start_us  q   start of the appointment the pending timer is for (µs since the epoch)
+    due_ms    q   when the pending timer is due (ms since the epoch)
+    end_s     I   end of that appointment (s)
+    booked_s  I   booked_at (s), to plan again when the practice's policy changes
+    sequence  Q   the appointment's sequence
+    fired_s   I   start (s) named by the fired marker on reminders.fired.v1, if any
+    fired_end I   end (s) of that appointment, for the marker's retention
+    flags     B   PENDING | MARKER | reason
+    key_len   B
+    key           {practice_id}/{appointment_id}
+    patient       the patient id
+
+A record lives while the appointment has a pending timer or a fired marker. Records sit
+in a list; an open-addressing hash table of ``int32`` slots (at most half full) finds
+them by key (a ``dict`` of ``bytes`` would cost about 70 bytes more per timer).
+
+Due times are kept in a timer wheel: a bucket per minute holds record indices
+(``array('I')``, 4 bytes each), a heap orders the buckets, and the bucket whose minute
+has come is moved into a small heap of ``(due_ms, index)``. Entries are never removed
+from buckets or heaps; an entry whose record no longer says "pending, due then" is
+skipped when it comes up (lazy deletion).
+
+Fired-marker starts are compared in whole seconds, the precision of reminder ids.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Literal, NamedTuple
+
+__all__ = ["Change", "PartitionTimers", "Timer", "TimerFields"]
+
+Reason = Literal["booked_recently", "too_late"]
+
+_HEAD = struct.Struct("<qqIIQIIBB")
+_HEAD_SIZE = _HEAD.size
+_KEY_LEN_AT = _HEAD_SIZE - 1
+_FLAGS_AT = _HEAD_SIZE - 2
+_DUE = struct.Struct("<q")
+_DUE_AT = 8
+
+_PENDING = 0x01
+_MARKER = 0x02
+_REASON_SHIFT = 2
+_REASONS: tuple[Reason | None, ...] = (None, "booked_recently", "too_late")
+_REASON_CODE: dict[Reason | None, int] = {r: i for i, r in enumerate(_REASONS)}
+
+_U32 = 0xFFFFFFFF
+_EMPTY = 0
+_DELETED = -1
+_MIN_SLOTS = 16
+
+
+def _u32(seconds: int) -> int:
+    return min(max(seconds, 0), _U32)
+
+
+class Change(Enum):
+    PLANNED = "planned"
+    RESCHEDULED = "rescheduled"
+    UPDATED = "updated"  # same start and due; sequence, end or patient changed
+    UNCHANGED = "unchanged"
+    ALREADY_FIRED = "already_fired"
+
+
+class TimerFields(NamedTuple):
+    """What a pending timer needs, in integer form."""
+
+    start_us: int
+    end_s: int
+    booked_s: int
+    sequence: int
+    due_ms: int
+    reason: Reason | None
+    patient_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A pending timer, decoded (for firing and for planning again)."""
+
+    key: bytes
+    start_us: int
+    end_s: int
+    booked_s: int
+    sequence: int
+    due_ms: int
+    reason: Reason | None
+    patient_id: bytes
+
+    @property
+    def start_s(self) -> int:
+        return self.start_us // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Parts:
+    key: bytes
+    start_us: int = 0
+    due_ms: int = 0
+    end_s: int = 0
+    booked_s: int = 0
+    sequence: int = 0
+    fired_s: int = 0
+    fired_end_s: int = 0
+    flags: int = 0
+    patient_id: bytes = b""
+
+    def pack(self) -> bytes:
+        head = _HEAD.pack(
+            self.start_us,
+            self.due_ms,
+            _u32(self.end_s),
+            _u32(self.booked_s),
+            self.sequence,
+            _u32(self.fired_s),
+            _u32(self.fired_end_s),
+            self.flags,
+            len(self.key),
+        )
+        return head + self.key + self.patient_id
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.flags & _PENDING)
+
+    @property
+    def has_marker(self) -> bool:
+        return bool(self.flags & _MARKER)
+
+    def timer(self) -> Timer:
+        return Timer(
+            key=self.key,
+            start_us=self.start_us,
+            end_s=self.end_s,
+            booked_s=self.booked_s,
+            sequence=self.sequence,
+            due_ms=self.due_ms,
+            reason=_REASONS[(self.flags >> _REASON_SHIFT) & 0x03],
+            patient_id=self.patient_id,
+        )
+
+    def without_timer(self) -> _Parts:
+        return _Parts(self.key, fired_s=self.fired_s, fired_end_s=self.fired_end_s, flags=_MARKER)
+
+    def without_marker(self) -> _Parts:
+        return replace(self, fired_s=0, fired_end_s=0, flags=self.flags & ~_MARKER)
+
+
+def _unpack(record: bytes) -> _Parts:
+    start_us, due_ms, end_s, booked_s, sequence, fired_s, fired_end_s, flags, key_len = (
+        _HEAD.unpack_from(record)
+    )
+    key_end = _HEAD_SIZE + key_len
+    return _Parts(
+        record[_HEAD_SIZE:key_end],
+        start_us,
+        due_ms,
+        end_s,
+        booked_s,
+        sequence,
+        fired_s,
+        fired_end_s,
+        flags,
+        record[key_end:],
+    )
+
+
+class PartitionTimers:
+    """Pending timers and fired markers of one partition, by appointment key."""
+
+    def __init__(self, bucket_ms: int = 60_000) -> None:
+        self._bucket_ms = bucket_ms
+        self._records: list[bytes | None] = []
+        self._free: list[int] = []
+        self._slots = array("i", bytes(4 * _MIN_SLOTS))
+        self._mask = _MIN_SLOTS - 1
+        self._filled = 0  # slots in use or deleted
+        self._live = 0
+        self.pending = 0
+        self.markers = 0
+        # the wheel
+        self._buckets: dict[int, array[int]] = {}
+        self._bucket_heap: list[int] = []
+        self._ready: list[tuple[int, int]] = []
+        self._drained = -(2**62)  # buckets up to this one have moved into _ready
+
+    # ------------------------------------------------------------------ hash table
+    def __len__(self) -> int:
+        return self._live
+
+    def _find(self, key: bytes) -> tuple[int, int]:
+        """(record index or -1, slot of the record or where to insert it)."""
+        slots = self._slots
+        records = self._records
+        mask = self._mask
+        key_len = len(key)
+        h = hash(key)
+        perturb = h & 0xFFFFFFFFFFFFFFFF
+        i = h & mask
+        insert_at = -1
+        while True:
+            s = slots[i]
+            if s == _EMPTY:
+                return -1, (i if insert_at < 0 else insert_at)
+            if s == _DELETED:
+                if insert_at < 0:
+                    insert_at = i
+            else:
+                record = records[s - 1]
+                assert record is not None
+                if record[_KEY_LEN_AT] == key_len and record.startswith(key, _HEAD_SIZE):
+                    return s - 1, i
+            perturb >>= 5
+            i = (i * 5 + perturb + 1) & mask
+
+    def _insert(self, slot: int, record: bytes) -> int:
+        if self._free:
+            index = self._free.pop()
+            self._records[index] = record
+        else:
+            index = len(self._records)
+            self._records.append(record)
+        if self._slots[slot] == _EMPTY:
+            self._filled += 1
+        self._slots[slot] = index + 1
+        self._live += 1
+        if self._filled * 2 > len(self._slots):
+            self._rehash()
+        return index
+
+    def _delete(self, index: int, slot: int) -> None:
+        self._slots[slot] = _DELETED
+        self._records[index] = None
+        self._free.append(index)
+        self._live -= 1
+        if not self._live:
+            self._free.clear()
+            self._records.clear()
+
+    def _rehash(self) -> None:
+        size = _MIN_SLOTS
+        while size < self._live * 4:
+            size *= 2
+        slots = array("i", bytes(4 * size))
+        mask = size - 1
+        for index, record in enumerate(self._records):
+            if record is None:
+                continue
+            key = record[_HEAD_SIZE : _HEAD_SIZE + record[_KEY_LEN_AT]]
+            h = hash(key)
+            perturb = h & 0xFFFFFFFFFFFFFFFF
+            i = h & mask
+            while slots[i] != _EMPTY:
+                perturb >>= 5
+                i = (i * 5 + perturb + 1) & mask
+            slots[i] = index + 1
+        self._slots = slots
+        self._mask = mask
+        self._filled = self._live
+
+    # ------------------------------------------------------------------ the wheel
+    def _enqueue(self, index: int, due_ms: int) -> None:
+        bucket = due_ms // self._bucket_ms
+        if bucket <= self._drained:
+            heapq.heappush(self._ready, (due_ms, index))
+            return
+        entries = self._buckets.get(bucket)
+        if entries is None:
+            entries = self._buckets[bucket] = array("I")
+            heapq.heappush(self._bucket_heap, bucket)
+        entries.append(index)
+
+    def _due_if_pending(self, index: int) -> int | None:
+        record = self._records[index] if index < len(self._records) else None
+        if record is None or not record[_FLAGS_AT] & _PENDING:
+            return None
+        due: int = _DUE.unpack_from(record, _DUE_AT)[0]
+        return due
+
+    def _drain(self, until_ms: int) -> None:
+        bucket_ms = self._bucket_ms
+        while self._bucket_heap and self._bucket_heap[0] * bucket_ms <= until_ms:
+            bucket = heapq.heappop(self._bucket_heap)
+            self._drained = max(self._drained, bucket)
+            for index in self._buckets.pop(bucket):
+                due = self._due_if_pending(index)
+                if due is not None and due // bucket_ms == bucket:
+                    heapq.heappush(self._ready, (due, index))
+
+    def pop_due(self, now_ms: int, limit: int) -> list[Timer]:
+        """Up to ``limit`` pending timers due at ``now_ms``, earliest first.
+
+        They stay pending until :meth:`set_marker` records that they fired.
+        """
+        self._drain(now_ms)
+        ready = self._ready
+        out: list[Timer] = []
+        taken: set[int] = set()
+        while ready and ready[0][0] <= now_ms and len(out) < limit:
+            due_ms, index = heapq.heappop(ready)
+            if index in taken or self._due_if_pending(index) != due_ms:
+                continue
+            taken.add(index)
+            record = self._records[index]
+            assert record is not None
+            out.append(_unpack(record).timer())
+        return out
+
+    def next_due_ms(self) -> int | None:
+        """When the earliest pending timer is due (None: no timers)."""
+        ready = self._ready
+        while True:
+            while ready and self._due_if_pending(ready[0][1]) != ready[0][0]:
+                heapq.heappop(ready)
+            if not self._bucket_heap:
+                return ready[0][0] if ready else None
+            bucket_start = self._bucket_heap[0] * self._bucket_ms
+            if ready and ready[0][0] < bucket_start:
+                return ready[0][0]
+            self._drain(bucket_start)  # one minute early: exact due times, in the heap
+
+    # ------------------------------------------------------------------ timers
+    def _record(self, index: int) -> _Parts:
+        record = self._records[index]
+        assert record is not None
+        return _unpack(record)
+
+    def upsert(self, key: bytes, timer: TimerFields) -> Change:
+        """Plan (or re-plan) the timer of an appointment that should be reminded."""
+        index, slot = self._find(key)
+        flags = _PENDING | (_REASON_CODE[timer.reason] << _REASON_SHIFT)
+        fired_s = fired_end_s = 0
+        old: bytes | None = None
+        if index >= 0:
+            old = self._records[index]
+            assert old is not None
+            old_start_us, old_due_ms, _, _, _, fired_s, fired_end_s, old_flags, _ = (
+                _HEAD.unpack_from(old)
+            )
+            if old_flags & _MARKER:
+                if fired_s == timer.start_us // 1_000_000:
+                    if old_flags & _PENDING:
+                        self._records[index] = _Parts(
+                            key, fired_s=fired_s, fired_end_s=fired_end_s, flags=_MARKER
+                        ).pack()
+                        self.pending -= 1
+                    return Change.ALREADY_FIRED
+                flags |= _MARKER
+        end_s, booked_s = timer.end_s, timer.booked_s
+        if not (0 <= end_s <= _U32 and 0 <= booked_s <= _U32):
+            end_s, booked_s = _u32(end_s), _u32(booked_s)
+        record = (
+            _HEAD.pack(
+                timer.start_us,
+                timer.due_ms,
+                end_s,
+                booked_s,
+                timer.sequence,
+                fired_s,
+                fired_end_s,
+                flags,
+                len(key),
+            )
+            + key
+            + timer.patient_id
+        )
+        if old is None:
+            index = self._insert(slot, record)
+            self.pending += 1
+            self._enqueue(index, timer.due_ms)
+            return Change.PLANNED
+        if record == old:
+            return Change.UNCHANGED
+        self._records[index] = record
+        if not old_flags & _PENDING:
+            self.pending += 1
+            self._enqueue(index, timer.due_ms)
+            return Change.PLANNED
+        if old_due_ms != timer.due_ms:
+            self._enqueue(index, timer.due_ms)
+        if old_start_us != timer.start_us or old_due_ms != timer.due_ms:
+            return Change.RESCHEDULED
+        return Change.UPDATED
+
+    def cancel(self, key: bytes) -> bool:
+        """Remove the pending timer (the marker stays); whether there was one."""
+        return self._clear(key, _PENDING)
+
+    def _clear(self, key: bytes, part: int) -> bool:
+        """Remove one half of a record (timer or marker); the record goes with the last."""
+        index, slot = self._find(key)
+        if index < 0:
+            return False
+        old = self._record(index)
+        if not old.flags & part:
+            return False
+        if part == _PENDING:
+            self.pending -= 1
+            rest = old.without_timer() if old.has_marker else None
+        else:
+            self.markers -= 1
+            rest = old.without_marker() if old.pending else None
+        if rest is None:
+            self._delete(index, slot)
+        else:
+            self._records[index] = rest.pack()
+        return True
+
+    def forget(self, key: bytes) -> tuple[bool, bool]:
+        """Drop everything about the key: (had a pending timer, had a marker)."""
+        index, slot = self._find(key)
+        if index < 0:
+            return False, False
+        record = self._records[index]
+        assert record is not None
+        flags = record[_FLAGS_AT]
+        pending, marker = bool(flags & _PENDING), bool(flags & _MARKER)
+        self.pending -= pending
+        self.markers -= marker
+        self._delete(index, slot)
+        return pending, marker
+
+    def get(self, key: bytes) -> Timer | None:
+        index, _ = self._find(key)
+        if index < 0:
+            return None
+        parts = self._record(index)
+        return parts.timer() if parts.pending else None
+
+    def pending_timers(self, key_prefix: bytes = b"") -> Iterator[Timer]:
+        """Pending timers whose key starts with the prefix (e.g. ``b"01234567/"``)."""
+        for record in list(self._records):
+            if (
+                record is not None
+                and record[_FLAGS_AT] & _PENDING
+                and record.startswith(key_prefix, _HEAD_SIZE)
+            ):
+                yield _unpack(record).timer()
+
+    # ------------------------------------------------------------------ markers
+    def marker(self, key: bytes) -> tuple[int, int] | None:
+        """(start_s, end_s) of the key's fired marker."""
+        index, _ = self._find(key)
+        if index < 0:
+            return None
+        parts = self._record(index)
+        return (parts.fired_s, parts.fired_end_s) if parts.has_marker else None
+
+    def set_marker(self, key: bytes, start_s: int, end_s: int) -> bool:
+        """Record a fired marker; a pending timer for that start is done (returns True)."""
+        index, slot = self._find(key)
+        marker = _Parts(key, fired_s=start_s, fired_end_s=end_s, flags=_MARKER)
+        if index < 0:
+            self._insert(slot, marker.pack())
+            self.markers += 1
+            return False
+        old = self._record(index)
+        done = old.pending and old.start_us // 1_000_000 == start_s
+        self.markers += not old.has_marker
+        if done:
+            self.pending -= 1
+        if old.pending and not done:
+            # rescheduled after this fired: the new start keeps its own timer
+            marker = replace(old, fired_s=start_s, fired_end_s=end_s, flags=old.flags | _MARKER)
+        self._records[index] = marker.pack()
+        return done
+
+    def drop_marker(self, key: bytes) -> bool:
+        """Forget the key's marker (after its tombstone); whether there was one."""
+        return self._clear(key, _MARKER)
+
+    def expired_markers(self, before_s: int, limit: int) -> list[bytes]:
+        """Keys whose marker names an appointment that ended before ``before_s``."""
+        out: list[bytes] = []
+        for record in self._records:
+            if record is None or not record[_FLAGS_AT] & _MARKER:
+                continue
+            parts = _unpack(record)
+            if parts.fired_end_s < before_s:
+                out.append(parts.key)
+                if len(out) >= limit:
+                    break
+        return out
