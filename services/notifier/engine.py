@@ -193,6 +193,8 @@ class PartitionWorker:
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._outage_since: datetime | None = None
+        # offset -> when its delivery first failed transiently after all retries
+        self._first_transient: dict[int, datetime] = {}
         self._outage_round = 0
         self.failure: BaseException | None = None
         self.failed_at: float | None = None
@@ -557,6 +559,7 @@ class PartitionWorker:
             item.delivery = delivery
         if not outage_is_failure:
             _block_if_every_mail_was_refused(to_send)
+            self._hold_transient_failures(to_send, now)
         after = ctx.clock.now()
 
         first_blocked = min((i.offset for i in items if i.blocked), default=None)
@@ -586,6 +589,8 @@ class PartitionWorker:
         await self._commit(outcomes, letters, next_offset)
 
         ledger.committed(next_offset)
+        for offset in [o for o in self._first_transient if o < next_offset]:
+            del self._first_transient[offset]
         for item in outcomes:
             assert item.outcome is not None
             ledger.record(item.outcome, item.offset, after)
@@ -627,6 +632,22 @@ class PartitionWorker:
             blocked=sum(1 for i in items if i.blocked),
             outcomes=len(outcomes),
         )
+
+    def _hold_transient_failures(self, items: list[_Item], now: datetime) -> None:
+        """Hold back a reminder that failed only transiently (4xx, 429, 5xx), for up to
+        ``transient_hold_seconds`` from its first such failure; then it fails."""
+        hold = self.ctx.settings.notifier.transient_hold_seconds
+        for item in items:
+            delivery = item.delivery
+            if delivery is None or delivery.status != "failed":
+                continue
+            if delivery.reason != "retries_exhausted":
+                continue
+            first = self._first_transient.setdefault(item.offset, now)
+            if (now - first).total_seconds() < hold:
+                item.delivery = Delivery(
+                    status="blocked", channel=delivery.channel, detail=delivery.detail
+                )
 
     async def _deliver(self, item: _Item, now: datetime, outage_is_failure: bool) -> Delivery:
         due, decision, config = item.due, item.decision, item.config
