@@ -42,5 +42,13 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # FastStream installs a coloured text handler on its loggers when imported; route them
+    # through ours so that every line a service writes is JSON.
+    import faststream  # noqa: F401
+
+    for name in ("faststream", "faststream.access"):
+        faststream_log = logging.getLogger(name)
+        faststream_log.handlers.clear()
+        faststream_log.propagate = True
     # aiokafka is chatty at INFO about group joins; keep its warnings.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)

@@ -261,9 +261,9 @@ class Pipeline:
     async def read_topic(self, topic: str) -> list[tuple[bytes | None, bytes | None]]:
         """Every committed record of a topic, from the beginning to the current end."""
         consumer = make_consumer(self.kafka, group_id=None)
-        await consumer.start()
         out: list[tuple[bytes | None, bytes | None]] = []
         try:
+            await consumer.start()
             parts = [TopicPartition(topic, p) for p in range(self.kafka.partitions)]
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
@@ -288,8 +288,8 @@ class Pipeline:
 
     async def count(self, topic: str) -> int:
         consumer = make_consumer(self.kafka, group_id=None)
-        await consumer.start()
         try:
+            await consumer.start()
             parts = [TopicPartition(topic, p) for p in range(self.kafka.partitions)]
             begins = await consumer.beginning_offsets(parts)
             ends = await consumer.end_offsets(parts)

@@ -236,10 +236,15 @@ async def _summarise(pipeline: Pipeline, workload: Workload, out_dir: Path) -> D
         return " · ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
 
     _say("[6/6] summary")
-    _say(f"  sent         {fmt(summary['sent'])}")
+    total = sum(sum(bucket.values()) for bucket in summary.values())
+    _say(f"  reminders    {total} outcomes, one per appointment time")
+    _say(f"  sent         {fmt(summary['sent'])}  (by first channel; both when both given)")
     _say(f"  suppressed   {fmt(summary['suppressed'])}")
     _say(f"  failed       {fmt(summary['failed'])}")
-    _say(f"  meetings caught (never reminded): {len(expected.meetings)}")
+    _say(
+        f"  meetings     {len(expected.meetings)} linked to patients, none reminded "
+        "(in practices with reminders off they count as reminders_disabled)"
+    )
     _say(f"  dead-letter  {fmt({k: v for k, v in dlq.items() if v})}")
     _say(
         f"  received     {len(mail_ids)} mails (expected {len(want_mail)}), "

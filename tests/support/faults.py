@@ -84,6 +84,7 @@ class Context:
     # Reminder ids whose delivery is allowed but not required (practice switched off).
     optional: set[str] = field(default_factory=set)
     notifier_kills: int = 0
+    kills: dict[str, int] = field(default_factory=dict)
 
 
 Action = Callable[[Context], Awaitable[None]]
@@ -101,6 +102,7 @@ async def kill_services(ctx: Context) -> None:
         name = ctx.rng.choice(SERVICE_NAMES)
         service = ctx.pipeline.services[name]
         service.kill()
+        ctx.kills[name] = ctx.kills.get(name, 0) + 1
         if name == "notifier":
             ctx.notifier_kills += 1
         await asyncio.sleep(ctx.rng.uniform(0.2, 1.5))
@@ -295,6 +297,8 @@ async def _safe_outcomes(pipeline: Pipeline) -> list:  # type: ignore[type-arg]
 
 async def _evaluate(ctx: Context, wanted: set[str]) -> None:
     pipeline, expected, report = ctx.pipeline, ctx.workload.expected, ctx.report
+    if ctx.kills:
+        report.notes.append("kill -9: " + ", ".join(f"{k} x{v}" for k, v in ctx.kills.items()))
     assert pipeline.smtp is not None and pipeline.push is not None
     mail_ids = Counter(pipeline.smtp.message_ids())
     push_topics = Counter(r.topic for r in pipeline.push.log)
@@ -307,11 +311,12 @@ async def _evaluate(ctx: Context, wanted: set[str]) -> None:
     received = Counter({**mail_ids, **push_topics})
     report.expected = sum(1 for rid in want.values() if rid not in ctx.optional)
     report.delivered = sum(1 for k in received if k in want)
-    report.lost = sum(
-        1
+    lost = {
+        rid
         for k, rid in want.items()
         if k not in received and rid not in ctx.may_fail and rid not in ctx.optional
-    )
+    }
+    report.lost = len(lost)
     report.unexpected = sum(1 for k in received if k not in want)
     report.duplicates = sum(n - 1 for n in received.values() if n > 1)
     # Only a notifier killed between the server's accept and its commit can resend.
@@ -320,6 +325,12 @@ async def _evaluate(ctx: Context, wanted: set[str]) -> None:
     seen = {o.reminder_id for o in outcomes}
     report.missing_outcomes = len(wanted - seen)
     failed = {o.reminder_id for o in outcomes if o.status == "failed"}
+    if lost:
+        last = {o.reminder_id: o for o in outcomes}
+        why = Counter(
+            f"{last[r].status}/{last[r].reason}" if r in last else "no outcome" for r in lost
+        )
+        report.notes.append("lost: " + ", ".join(f"{k} x{v}" for k, v in why.items()))
     missing_failures = {rid for rid in ctx.may_fail if rid not in failed and rid in wanted}
     delivered_rids = {want[k] for k in received if k in want}
     if missing_failures - delivered_rids:
@@ -334,5 +345,9 @@ async def _evaluate(ctx: Context, wanted: set[str]) -> None:
     from tests.support.logscan import scan_logs
 
     report.leaks = scan_logs(
-        pipeline.log_lines(), ctx.workload.patient_names.values(), ctx.workload.emails
+        pipeline.log_lines(),
+        ctx.workload.patient_names.values(),
+        ctx.workload.emails,
+        allowed_domains=[MESSAGE_ID_DOMAIN],
+        allowed_emails=[c.sender.email for c in ctx.workload.practices if c.sender],
     )[:5]
