@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common.local_kafka import LocalKafka  # noqa: E402
-from tests.support.faults import SCENARIOS, run_scenario  # noqa: E402
+from services.common.local_kafka import LocalKafka
+from tests.support.faults import SCENARIOS, run_scenario
 
 
 async def main() -> int:
