@@ -199,6 +199,11 @@ class BookingEventsService:
         await self._release(set(self._producers) | set(self._ledgers))
         await self._config.stop()
 
+    @property
+    def lag_topics(self) -> list[str]:
+        """Topics whose consumer lag the runtime reports (reminders_consumer_lag_records)."""
+        return [self.topics.his_appointments]
+
     def readiness(self) -> tuple[bool, dict[str, object]]:
         ready = (
             self._started

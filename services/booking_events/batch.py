@@ -136,15 +136,7 @@ def check_config(key: bytes | None, value: bytes) -> PracticeConfig:
 
 
 def dead_letter(record: Record, error: DecodeError) -> DeadLetter:
-    return DeadLetter(
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        key=record.key,
-        value=record.value,
-        reason=error.reason,
-        detail=error.detail,
-    )
+    return DeadLetter.of(record, error)
 
 
 def _source_of(value: bytes | None) -> str:

@@ -8,10 +8,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from services.common.codec import DecodeError
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics, TopicSpec
 
@@ -172,6 +173,19 @@ class DeadLetter:
     value: bytes | None
     reason: str
     detail: str
+
+    @classmethod
+    def of(cls, record: ConsumerRecord[bytes, bytes], error: DecodeError) -> DeadLetter:
+        """The dead letter for a record that could not be accepted, with the reason."""
+        return cls(
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            key=record.key,
+            value=record.value,
+            reason=error.reason,
+            detail=error.detail,
+        )
 
 
 def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:

@@ -19,7 +19,7 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import REGISTRY
 
 from services.common.health import HealthServer
-from services.common.metrics import track_readiness
+from services.common.metrics import LagMonitor, track_readiness
 from services.common.settings import Settings
 
 __all__ = ["Service", "make_app", "make_broker"]
@@ -56,12 +56,22 @@ def make_app(service: Service, settings: Settings) -> FastStream:
         service=service.name,
     )
 
+    # Consumer lag, measured from the broker, for services whose group commits offsets
+    # (the scheduler commits none: it reloads its compacted input on every assignment).
+    lag_topics: list[str] = list(getattr(service, "lag_topics", []))
+    group_id: str | None = getattr(service, "group_id", None)
+    lag = LagMonitor(settings.kafka, group_id, lag_topics) if lag_topics and group_id else None
+
     async def started() -> None:
         await health.start()
         await service.start()
+        if lag is not None:
+            await lag.start()
         log.info("service started", extra={"service": service.name, "metrics_url": health.url})
 
     async def stopping() -> None:
+        if lag is not None:
+            await lag.stop()
         await service.stop()
         await health.stop()
 

@@ -262,6 +262,11 @@ class NotifierService:
         self._owned.clear()
         self._started = False
 
+    @property
+    def lag_topics(self) -> list[str]:
+        """Topics whose consumer lag the runtime reports (reminders_consumer_lag_records)."""
+        return [self.topics.reminders_due]
+
     def readiness(self) -> tuple[bool, dict[str, object]]:
         states = {str(p): w.state for p, w in sorted(self._workers.items())}
         ready = (

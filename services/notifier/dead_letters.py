@@ -27,15 +27,7 @@ _LOOK_BACK = 20
 
 
 def dead_letter_for(record: ConsumerRecord[bytes, bytes], error: DecodeError) -> DeadLetter:
-    return DeadLetter(
-        source_topic=record.topic,
-        source_partition=record.partition,
-        source_offset=record.offset,
-        key=record.key,
-        value=record.value,
-        reason=error.reason,
-        detail=error.detail,
-    )
+    return DeadLetter.of(record, error)
 
 
 async def last_source_offset(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:

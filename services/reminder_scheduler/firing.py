@@ -327,15 +327,7 @@ class PartitionWorker:
         metrics.APPOINTMENTS_INVALID.labels(reason=error.reason).inc()
         if record.offset <= self.dead_letters_until:
             return None
-        return DeadLetter(
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            key=record.key,
-            value=record.value,
-            reason=error.reason,
-            detail=error.detail,
-        )
+        return DeadLetter.of(record, error)
 
     def _count(self, event: Event | None) -> None:
         # Loading plans the whole partition again: only live changes are counted.
