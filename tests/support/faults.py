@@ -311,11 +311,19 @@ async def _evaluate(ctx: Context, wanted: set[str]) -> None:
     received = Counter({**mail_ids, **push_topics})
     report.expected = sum(1 for rid in want.values() if rid not in ctx.optional)
     report.delivered = sum(1 for k in received if k in want)
-    lost = {
+    missing = {
         rid
         for k, rid in want.items()
         if k not in received and rid not in ctx.may_fail and rid not in ctx.optional
     }
+    # A patient who chose e-mail and push and got the reminder on one of them while the
+    # other failed has been reminded (the outcome is "sent", naming the channel that
+    # worked): that is counted apart, not as lost.
+    reached = {rid for k, rid in want.items() if k in received}
+    partial = missing & reached
+    lost = missing - partial
+    if partial:
+        report.notes.append(f"{len(partial)} reminded on one of their two channels only")
     report.lost = len(lost)
     report.unexpected = sum(1 for k in received if k not in want)
     report.duplicates = sum(n - 1 for n in received.values() if n > 1)
