@@ -84,8 +84,17 @@ async def run_demo(options: DemoOptions) -> DemoResult:
     pipeline: Pipeline | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    this = asyncio.current_task()
+
+    def interrupt() -> None:
+        # While starting up, cancel whatever step is running; later, the waits watch `stop`.
+        if not stop.is_set() and this is not None and not watching:
+            this.cancel()
+        stop.set()
+
+    watching = False
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, interrupt)
     try:
         if bootstrap is None:
             _say("[1/6] Kafka: starting a local broker (the first run downloads its jars)")
@@ -145,7 +154,11 @@ async def run_demo(options: DemoOptions) -> DemoResult:
         wanted = set(workload.expected.deliveries) | {
             rid for rid, why in workload.expected.suppressed.items() if why != "cancelled"
         }
+        watching = True
         await _wait_for_outcomes(pipeline, wanted, options.timeout, stop)
+        if stop.is_set():
+            _say("interrupted: stopping the services, the sinks and Kafka")
+            return DemoResult(False, 0, 0, 0, 0, 0, ["interrupted"])
         result = await _summarise(pipeline, workload, out_dir)
         _say(f"done in {time.monotonic() - started:.0f} s")
         if options.keep_running and not stop.is_set():
@@ -273,7 +286,9 @@ async def _summarise(pipeline: Pipeline, workload: Workload, out_dir: Path) -> D
 def main(options: DemoOptions) -> int:
     try:
         result = asyncio.run(run_demo(options))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; everything stopped", file=sys.stderr)
+        return 130
+    if result.problems == ["interrupted"]:
         return 130
     return 0 if result.ok else 1
