@@ -53,8 +53,8 @@ from services.common.kafka import (
     dead_letter_headers,
     make_consumer,
     make_producer,
+    note_dead_letter,
 )
-from services.common.metrics import count_dead_letter
 from services.common.practice_config import practice_config_table
 from services.common.runtime import make_app, make_broker
 from services.common.settings import Settings
@@ -565,16 +565,7 @@ class BookingEventsService:
         if work.config_letters:
             metrics.CONFIG_INVALID.inc(len(work.config_letters))
         for letter in (*work.event_letters, *work.config_letters):
-            count_dead_letter(letter.source_topic, letter.reason)
-            log.warning(
-                "record sent to dead-letter topic",
-                extra={
-                    "source_topic": letter.source_topic,
-                    "source_partition": letter.source_partition,
-                    "source_offset": letter.source_offset,
-                    "error_reason": letter.reason,
-                },
-            )
+            note_dead_letter(letter)
         committed = work.committed or time.monotonic()
         metrics.PROCESSING_SECONDS.observe(committed - work.fetched)
         if work.oldest_ms is not None:

@@ -28,6 +28,7 @@ __all__ = [
     "describe_partitions",
     "make_consumer",
     "make_producer",
+    "note_dead_letter",
     "send_dead_letter",
     "wait_for_broker",
 ]
@@ -200,9 +201,6 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 
 async def send_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter) -> None:
     """Park a bad record with its reason; it keeps its key and lands on the same partition."""
-    # Imported here: the metrics module imports this one (for its lag monitor).
-    from services.common.metrics import count_dead_letter
-
     await producer.send_and_wait(
         Topics.dlq(letter.source_topic),
         value=letter.value,
@@ -210,6 +208,14 @@ async def send_dead_letter(producer: AIOKafkaProducer, letter: DeadLetter) -> No
         partition=letter.source_partition,
         headers=dead_letter_headers(letter),
     )
+    note_dead_letter(letter)
+
+
+def note_dead_letter(letter: DeadLetter) -> None:
+    """Count and log a record parked in a DLQ (ids and the reason, never the contents)."""
+    # Imported here: the metrics module imports this one (for its lag monitor).
+    from services.common.metrics import count_dead_letter
+
     count_dead_letter(letter.source_topic, letter.reason)
     log.warning(
         "record sent to dead-letter topic",

@@ -19,29 +19,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.models import Appointment, PatientPreferences, PracticeConfig
 from services.common.clock import Clock
-from services.common.codec import DecodeError
+from services.common.practice_config import practice_config_table
 from services.common.settings import KafkaSettings
 from services.common.table import Table, TopicFollower
 from services.common.topics import Topics
 from services.notifier.dead_letters import PreferencesDeadLetters
 from services.notifier.ledger import Ledger, LedgerBook
-from services.notifier.render import TemplateRejected, check_templates
 
-__all__ = ["NotifierTables", "checked_config"]
+__all__ = ["NotifierTables"]
 
 _Stoppable = Table[PracticeConfig] | Table[Appointment] | Table[PatientPreferences] | TopicFollower
 
 # Partitions whose loads start within this window are added to the followers at once.
 _COALESCE_SECONDS = 0.05
-
-
-def checked_config(config: PracticeConfig) -> PracticeConfig:
-    """Table validation: a config whose templates fail is refused (the last valid stays)."""
-    try:
-        check_templates(config)
-    except TemplateRejected as exc:
-        raise DecodeError("invalid_template", exc.reason) from exc
-    return config
 
 
 class NotifierTables:
@@ -55,14 +45,9 @@ class NotifierTables:
         probe: AIOKafkaConsumer,
     ) -> None:
         self.letters = PreferencesDeadLetters(topics, dead_letter_producer, probe)
-        self.configs: Table[PracticeConfig] = Table(
-            settings,
-            topics.practice_config,
-            PracticeConfig,
-            validate=checked_config,
-            key_of=lambda c: c.practice_id,
-            name="notifier-config",
-        )
+        # The same validation as everywhere (templates included); booking_events logs and
+        # dead-letters rejected configs, so this table only keeps the last valid one.
+        self.configs: Table[PracticeConfig] = practice_config_table(settings, log_rejections=False)
         self.preferences: Table[PatientPreferences] = Table(
             settings,
             topics.patient_preferences,

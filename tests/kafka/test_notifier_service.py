@@ -318,7 +318,15 @@ async def test_every_decision_end_to_end_with_starttls_and_web_push(
     # Switched off after the reminders were scheduled: the latest config decides.
     await world.config(sample_config(off))
     await world.config(sample_config(off, reminders_enabled=False, version=2))
-    await world.config(sample_config(only_flu, remind_only_types=["GRIEP"]))
+    flu = {"label": "Griepprik", "with_whom": "de assistent", "instructions": ""}
+    c10 = {"label": "Consult 10 minuten", "with_whom": "de huisarts", "instructions": ""}
+    await world.config(
+        sample_config(
+            only_flu,
+            remind_only_types=["GRIEP"],
+            appointment_types={"GRIEP": flu, "C10": c10},
+        )
+    )
     cases: list[Case] = []
 
     async def case(

@@ -6,10 +6,10 @@ import pytest
 from faststream import FastStream
 
 from services.common.codec import DecodeError
+from services.common.practice_config import validate_for_table
 from services.common.settings import PushSettings, Settings, SmtpSettings
 from services.notifier.app import NotifierService, create_app, smtp_options, vapid_options
 from services.notifier.samples import sample_config
-from services.notifier.tables import checked_config
 
 
 def test_smtp_settings_become_pool_options() -> None:
@@ -51,8 +51,9 @@ def test_create_app_builds_without_connecting() -> None:
 
 
 def test_a_config_with_a_forbidden_template_is_refused() -> None:
-    assert checked_config(sample_config()) == sample_config()
+    assert validate_for_table(sample_config()) == sample_config()
     bad = sample_config(templates={"default": {"nl": {"subject": "{{ range(10) }}"}}})
     with pytest.raises(DecodeError) as refused:
-        checked_config(bad)
-    assert refused.value.reason == "invalid_template"
+        validate_for_table(bad)
+    assert refused.value.reason == "invalid_config"
+    assert "subject" in refused.value.detail
