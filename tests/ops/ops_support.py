@@ -27,7 +27,8 @@ def need_tool(name: str) -> str:
     if path is None:
         message = (
             f"{name} not found: run deploy/ci/install-system-deps.sh "
-            "(Debian's prometheus package provides prometheus and promtool)"
+            "(Debian's prometheus package provides prometheus and promtool; "
+            "kubectl is Debian's kubectl package)"
         )
         if in_ci():
             pytest.fail(message, pytrace=False)
