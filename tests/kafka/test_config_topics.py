@@ -245,18 +245,7 @@ async def test_invalid_configs_are_rejected_with_their_reason_and_the_last_valid
 
     async def to_dlq(record: ConsumerRecord[bytes, bytes], error: DecodeError) -> None:
         letters.append(error)
-        await send_dead_letter(
-            producer,
-            DeadLetter(
-                source_topic=record.topic,
-                source_partition=record.partition,
-                source_offset=record.offset,
-                key=record.key,
-                value=record.value,
-                reason=error.reason,
-                detail=error.detail,
-            ),
-        )
+        await send_dead_letter(producer, DeadLetter.of(record, error))
 
     table = practice_config_table(kafka_settings, on_invalid=to_dlq)
     caplog.set_level(logging.WARNING, logger="services.common.practice_config")
