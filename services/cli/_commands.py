@@ -6,7 +6,19 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from services.cli import config_cmd, demo_cmd, kafka_admin, publish, run
+from services.cli import (
+    acl_cmd,
+    admin_cmd,
+    check_cmd,
+    config_cmd,
+    db_cmd,
+    demo_cmd,
+    gateway_cmd,
+    kafka_admin,
+    publish,
+    report_cmd,
+    run,
+)
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -16,4 +28,10 @@ REGISTRY: list[Register] = [
     kafka_admin.register,
     run.register,
     publish.register,
+    db_cmd.register,
+    admin_cmd.register,
+    gateway_cmd.register,
+    report_cmd.register,
+    check_cmd.register,
+    acl_cmd.register,
 ]

@@ -16,13 +16,16 @@ SERVICES = {
     "booking-events": "services.booking_events.app",
     "scheduler": "services.reminder_scheduler.app",
     "notifier": "services.notifier.app",
+    "insights": "services.insights.app",
+    "practice-admin": "services.practice_admin.app",
+    "his-gateway": "services.his_gateway.app",
 }
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     run = sub.add_parser(
         "run",
-        help="run one service (booking-events, scheduler, notifier)",
+        help="run one service (" + ", ".join(sorted(SERVICES)) + ")",
         description=(
             "Run one service until interrupted. It serves /metrics, /healthz and /readyz on "
             "REMINDERS_METRICS__HOST:REMINDERS_METRICS__PORT."

@@ -13,7 +13,11 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "AdminSettings",
     "BookingEventsSettings",
+    "DatabaseSettings",
+    "GatewaySettings",
+    "InsightsSettings",
     "KafkaSettings",
     "MetricsSettings",
     "NotifierSettings",
@@ -208,6 +212,45 @@ class NotifierSettings(BaseModel):
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 
 
+class DatabaseSettings(BaseModel):
+    # An SQLAlchemy async URL. The embedded default needs nothing installed; production
+    # uses PostgreSQL (postgresql+asyncpg://user@host/db).
+    url: SecretStr = SecretStr("sqlite+aiosqlite:///var/reminders.sqlite3")
+    echo: bool = False
+
+
+class AdminSettings(BaseModel):
+    """practice-admin: the beheeromgeving and the patient links."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Where patients and users reach it (links in mails); no trailing slash.
+    public_url: str = "http://127.0.0.1:8080"
+    # Signs sessions' CSRF tokens and the patient links; required outside the demo.
+    secret_key: SecretStr | None = None
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    login_code_minutes: int = Field(default=10, ge=1, le=60)
+    demo: bool = False
+
+
+class GatewaySettings(BaseModel):
+    """his-gateway: the HTTP front door for HIS vendors."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    # Signs the access tokens; required outside the demo and tests.
+    token_secret: SecretStr | None = None
+    token_ttl_seconds: int = Field(default=300, ge=30, le=3600)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch: int = Field(default=500, ge=1, le=500)
+    demo: bool = False
+
+
+class InsightsSettings(BaseModel):
+    group_id: str = "insights"
+    batch_size: int = Field(default=5_000, ge=1, le=100_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="REMINDERS_",
@@ -224,6 +267,10 @@ class Settings(BaseSettings):
     booking_events: BookingEventsSettings = BookingEventsSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     notifier: NotifierSettings = NotifierSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    admin: AdminSettings = AdminSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    insights: InsightsSettings = InsightsSettings()
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

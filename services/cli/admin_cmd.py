@@ -1,0 +1,10 @@
+"""reminders admin user ...: practice-admin accounts."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Not built yet."""

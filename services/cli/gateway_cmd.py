@@ -1,0 +1,10 @@
+"""reminders gateway client ...: his-gateway API clients."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Not built yet."""
