@@ -97,3 +97,90 @@ async def kafka_topics(kafka_settings: KafkaSettings) -> AsyncIterator[Topics]:
 
 
 WaitFor = Callable[[Callable[[], bool], float], Awaitable[None]]
+
+
+# --- the database: every DB test runs on SQLite and on a real PostgreSQL -------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One local PostgreSQL per test session (Debian's package, deploy/postgres/pg-local),
+    or REMINDERS_TEST_POSTGRES_URL (an asyncpg URL of a superuser's database)."""
+    external = os.environ.get("REMINDERS_TEST_POSTGRES_URL")
+    if external:
+        yield external
+        return
+    from services.common.local_postgres import LocalPostgres
+
+    server = LocalPostgres()
+    try:
+        server.start()
+    except Exception as exc:
+        message = f"no PostgreSQL for the tests: {exc}"
+        if _in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _fresh_postgres_database(server: object) -> str:
+    from services.common.local_postgres import LocalPostgres
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    if isinstance(server, LocalPostgres):
+        return server.create_database(name)
+    import asyncio
+
+    import asyncpg  # type: ignore[import-untyped]
+    from sqlalchemy import make_url
+
+    admin = make_url(str(server))
+
+    async def create() -> None:
+        conn = await asyncpg.connect(
+            host=admin.host,
+            port=admin.port,
+            user=admin.username,
+            password=admin.password,
+            database=admin.database,
+        )
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The URL of a new, empty database (no schema), on each backend."""
+    request.applymarker(pytest.mark.db)
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "reminders.sqlite3"
+        return f"sqlite+aiosqlite:///{path}"
+    server = request.getfixturevalue("postgres_server")
+    return _fresh_postgres_database(server)
+
+
+@pytest.fixture
+async def db_engine(empty_db_url: str) -> AsyncIterator[object]:
+    """An engine on a fresh database with every migration applied."""
+    from services.common.db import create_engine, upgrade
+
+    engine = create_engine(empty_db_url)
+    await upgrade(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def db_url(empty_db_url: str, db_engine: object) -> str:
+    """The URL of a fresh database with every migration applied (same one as db_engine)."""
+    return empty_db_url

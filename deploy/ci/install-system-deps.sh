@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # System packages that the tests need beyond Python: Prometheus and promtool (Debian's
-# `prometheus` package) for the operations tests (tests/ops). Idempotent: installs only
+# `prometheus` package) for the operations tests (tests/ops), PostgreSQL (`postgresql`) for
+# the database tests, Chromium and its driver (`chromium`, `chromium-driver`) for the
+# browser tests (tests/web). Idempotent: installs only
 # what is missing. Needs root (or sudo) and the Debian archive.
 #
 # Exit status: 0 when everything is there afterwards. When something cannot be installed:
@@ -14,6 +16,10 @@ note() { echo "install-system-deps: $*" >&2; }
 missing=()
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -37,7 +43,7 @@ if ! command -v apt-get >/dev/null 2>&1; then
   exit 0
 fi
 
-note "installing $packages (Debian's package; it provides promtool)"
+note "installing $packages (Debian's packages)"
 export DEBIAN_FRONTEND=noninteractive
 # The package's service must not start on install: the tests run their own Prometheus.
 policy_created=
@@ -56,9 +62,10 @@ if [ -n "$policy_created" ]; then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-if [ $ok -eq 1 ] && command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+if [ $ok -eq 1 ] && command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 \
+  && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -x /usr/bin/chromium ]; then
   exit 0
 fi
-note "could not install $packages; the Prometheus tests (tests/ops) cannot run"
+note "could not install $packages; the tests that need them (tests/ops, tests/db, tests/web) cannot run"
 if in_ci; then exit 1; fi
 exit 0

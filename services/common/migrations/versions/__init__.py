@@ -1,0 +1,1 @@
+"""Revisions: ``core_0001`` is the baseline; each package branches from it."""
