@@ -186,6 +186,8 @@ def admin_client(settings: KafkaSettings) -> AIOKafkaAdminClient:
 class TopicsResult:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
+    # Existing topics whose partition count is not the one asked for: name -> count.
+    disagreeing: dict[str, int] = field(default_factory=dict)
 
 
 async def create_topics(
@@ -223,6 +225,11 @@ async def create_topics(
         ) from exc
     finally:
         await admin.close()
+    if result.existing:
+        counts = await describe_partitions(settings, result.existing)
+        result.disagreeing = {
+            name: n for name, n in counts.items() if n and n != settings.partitions
+        }
     return result
 
 

@@ -400,14 +400,32 @@ class SmtpPool:
 
     async def check(self) -> SmtpProblem | None:
         """Open one session (connect, TLS, AUTH) and QUIT: None when mail can go out."""
+        return (await self.probe())[0]
+
+    async def probe(self) -> tuple[SmtpProblem | None, str]:
+        """Open one session and QUIT: (None, what the session was) or (the problem, its
+        message)."""
         if self._slots is None:
             raise RuntimeError("SmtpPool.start() was not called")
+        opts = self.options
         try:
             conn = await self._open()
-        except TransientSendError:
-            return self.problem
+        except TransientSendError as exc:
+            problem = self.problem
+            return problem, problem.message if problem is not None else exc.detail
+        encrypted = conn.client.get_transport_info("sslcontext") is not None
+        if self._plan.implicit_tls:
+            tls = "TLS"
+        elif encrypted:
+            tls = "STARTTLS"
+        else:
+            tls = "no TLS (none offered)" if self._plan.start_tls is None else "no TLS"
+        if encrypted:
+            tls += ", certificate checked" if self._plan.verify else ", certificate not checked"
+        auth = "AUTH accepted" if opts.username is not None else "no AUTH configured"
         await self._quit(conn)
-        return None
+        where = f"{opts.host}:{opts.port}"
+        return None, f"{where} answers (security={opts.security}): {tls}; {auth}"
 
     def watch(self) -> None:
         """Check now, and again every `recheck_seconds` while no mail can go out, so that
