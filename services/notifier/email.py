@@ -467,6 +467,7 @@ class SmtpPool:
         # Wake any sender still queued for a slot; it will see the pool is closed.
         while not slots.full():
             slots.put_nowait(None)
+        self.health.forget()
 
     async def send(self, msg: EmailMessage) -> None:
         """Hand one message to the server. Raises TransientSendError/PermanentSendError."""

@@ -217,6 +217,12 @@ class MailHealth:
             extra={"smtp_problem": problem.reason},
         )
 
+    def forget(self) -> None:
+        """The sender is closed: it no longer stands for this process's mail."""
+        if self._gauge and self.problem is not None:
+            MAIL_BLOCKED.labels(reason=self.problem.reason).set(0)
+        self.problem = None
+
     def succeeded(self) -> None:
         if self.problem is None:
             return
