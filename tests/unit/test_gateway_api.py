@@ -389,6 +389,25 @@ async def test_invalid_resources_get_an_operation_outcome_with_the_dlq_reason(
     assert env.publisher.records == []
 
 
+async def test_every_problem_is_listed_with_its_field(env: Env) -> None:
+    token = await env.token()
+    resource = fhir_resource()
+    resource["start"] = "2026-12-01T09:40:00"
+    resource["participant"][0]["actor"]["reference"] = "Patient/123456782"
+    response = await env.put(resource, token)
+    assert response.status_code == 422
+    outcome = response.json()
+    assert {"time_without_offset", "bsn_like_patient_id"} <= set(reasons(outcome))
+    assert all(entry.get("expression") for entry in outcome["issue"])
+    assert "123456782" not in response.text  # the detail never echoes a value
+
+    event = native_event() | {"start": "2026-12-01T09:30:00", "patient": {"id": "123456782"}}
+    response = await env.post(event, token)
+    assert response.status_code == 422
+    assert {"time_without_offset", "bsn_like_patient_id"} <= set(reasons(response.json()))
+    assert env.publisher.records == []
+
+
 async def test_not_json_is_400_not_json(env: Env) -> None:
     token = await env.token()
     response = await env.put(b"{not json", token, path_id="A-1")
