@@ -23,7 +23,14 @@ from services.common.settings import Settings
 from services.common.topics import Topics
 from services.his_gateway.validation import FHIR_CONTENT_TYPE
 
-__all__ = ["KafkaPublisher", "OutRecord", "Placement", "PublishFailed", "Publisher"]
+__all__ = [
+    "KafkaPublisher",
+    "MemoryPublisher",
+    "OutRecord",
+    "Placement",
+    "PublishFailed",
+    "Publisher",
+]
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +166,33 @@ class KafkaPublisher:
                 extra={"partition": metadata.partition, "practice_id": record.practice_id},
             )
         return Placement(partition=metadata.partition, offset=metadata.offset)
+
+
+class MemoryPublisher:
+    """Keeps what it is given (tests, trying the HTTP side without Kafka); ``down`` makes
+    every publish fail as an unconfirmed one would."""
+
+    def __init__(self, partitions: int = 12) -> None:
+        self.records: list[OutRecord] = []
+        self.down = False
+        self._partitions = partitions
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def describe(self) -> dict[str, object]:
+        return {"broker": "connected" if self._connected else "waiting"}
+
+    async def start(self) -> None:
+        self._connected = True
+
+    async def stop(self) -> None:
+        self._connected = False
+
+    async def publish(self, record: OutRecord) -> Placement:
+        if self.down or not self._connected:
+            raise PublishFailed("not connected")
+        self.records.append(record)
+        return Placement(partition_for(record.practice_id, self._partitions), len(self.records) - 1)

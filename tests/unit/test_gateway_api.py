@@ -25,7 +25,7 @@ from services.common.settings import GatewaySettings
 from services.his_gateway.api import build_api
 from services.his_gateway.clients import ClientRecord, MemoryClientStore
 from services.his_gateway.gateway import Gateway
-from services.his_gateway.publisher import OutRecord, Placement, PublishFailed
+from services.his_gateway.publisher import MemoryPublisher
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "his"
 SECRET = "test-token-secret-" + "x" * 32
@@ -50,37 +50,11 @@ def for_practice(resource: dict[str, Any], practice: str) -> dict[str, Any]:
     return resource
 
 
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.records: list[OutRecord] = []
-        self.down = False
-        self._connected = False
-
-    @property
-    def connected(self) -> bool:
-        return self._connected
-
-    def describe(self) -> dict[str, object]:
-        return {"broker": "connected" if self._connected else "waiting"}
-
-    async def start(self) -> None:
-        self._connected = True
-
-    async def stop(self) -> None:
-        self._connected = False
-
-    async def publish(self, record: OutRecord) -> Placement:
-        if self.down:
-            raise PublishFailed("broker away")
-        self.records.append(record)
-        return Placement(partition_for(record.practice_id, 3), len(self.records) - 1)
-
-
 @dataclass
 class Env:
     http: httpx.AsyncClient
     store: MemoryClientStore
-    publisher: RecordingPublisher
+    publisher: MemoryPublisher
     gateway: Gateway
     clock: FakeClock
     monotonic: list[float]
@@ -118,7 +92,7 @@ class Env:
 async def env() -> AsyncIterator[Env]:
     store = MemoryClientStore()
     client, secret = await store.add("Medicom test", [PRACTICE])
-    publisher = RecordingPublisher()
+    publisher = MemoryPublisher(partitions=3)
     clock = FakeClock(datetime(2026, 11, 20, 13, 0, tzinfo=UTC))
     monotonic = [1000.0]
     gateway = Gateway(
