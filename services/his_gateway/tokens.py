@@ -21,6 +21,8 @@ __all__ = ["AccessToken", "InvalidToken", "TokenIssuer"]
 ISSUER: Final = "urn:e-afspraken:his-gateway"
 AUDIENCE: Final = "urn:e-afspraken:his-gateway:fhir"
 _ALGORITHMS: Final = ["HS256"]
+_LEEWAY: Final = 5  # seconds of clock skew tolerated on exp
+_MAX_VERIFIED: Final = 10_000
 
 
 class InvalidToken(Exception):
@@ -41,6 +43,9 @@ class TokenIssuer:
         self._key = OctKey.import_key(secret)
         self._ttl = ttl_seconds
         self._now = now
+        # Tokens already verified: value -> (client id, exp). A token cannot change, so
+        # only its expiry needs checking again; revocation is the client cache's job.
+        self._verified: dict[str, tuple[str, int]] = {}
 
     def issue(self, client_id: str) -> AccessToken:
         issued = int(self._now())
@@ -57,11 +62,24 @@ class TokenIssuer:
 
     def verify(self, value: str) -> str:
         """The client id of a valid token; :class:`InvalidToken` otherwise."""
+        known = self._verified.get(value)
+        if known is not None:
+            if known[1] > self._now() - _LEEWAY:
+                return known[0]
+            del self._verified[value]
+            raise InvalidToken("the access token has expired")
+        client_id, expires = self._verify(value)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[value] = (client_id, expires)
+        return client_id
+
+    def _verify(self, value: str) -> tuple[str, int]:
         try:
             token = jwt.decode(value, self._key, algorithms=_ALGORITHMS)
             registry = jwt.JWTClaimsRegistry(
                 now=int(self._now()),
-                leeway=5,
+                leeway=_LEEWAY,
                 iss={"essential": True, "value": ISSUER},
                 aud={"essential": True, "value": AUDIENCE},
                 sub={"essential": True},
@@ -72,7 +90,7 @@ class TokenIssuer:
             raise InvalidToken("the access token has expired") from None
         except (JoseError, ValueError, TypeError):
             raise InvalidToken("the access token is not valid") from None
-        subject = token.claims["sub"]
-        if not isinstance(subject, str):
+        subject, expires = token.claims["sub"], token.claims["exp"]
+        if not isinstance(subject, str) or not isinstance(expires, int):
             raise InvalidToken("the access token is not valid")
-        return subject
+        return subject, expires
