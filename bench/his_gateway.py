@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.util
 import json
 import os
 import subprocess
@@ -93,6 +94,13 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_stack() -> str:
+    """What uvicorn's "auto" picks in this environment (httptools and uvloop are faster)."""
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{http}+{loop}"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -266,7 +274,8 @@ async def run(
         f"CPU {per_event:,.0f} us/event (one full core: {1e6 / per_event:,.0f} events/s), "
         f"used {gateway_cpu / http_seconds:.2f} cores; raw producer CPU "
         f"{raw_cpu / events_count * 1e6:,.0f} us/event, p99 {raw_p99:.1f} ms; "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; uvicorn on "
+        f"{_server_stack()}; "
         f"gateway log {workdir / 'gateway.log'}",
         flush=True,
     )
