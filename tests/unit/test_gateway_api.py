@@ -268,6 +268,18 @@ async def test_missing_forged_and_expired_tokens_get_401_with_a_challenge(env: E
     assert env.publisher.records == []
 
 
+async def test_a_token_used_before_still_expires_on_time(env: Env) -> None:
+    token = await env.token()
+    assert (await env.put(fhir_resource(), token)).status_code == 200
+    env.clock.advance(290)
+    assert (await env.put(fhir_resource(), token)).status_code == 200
+    env.clock.advance(20)  # past exp plus the 5 s leeway
+    response = await env.put(fhir_resource(), token)
+    assert response.status_code == 401
+    assert "expired" in response.headers["www-authenticate"]
+    assert len(env.publisher.records) == 2
+
+
 async def test_a_revoked_clients_token_stops_working_within_seconds(env: Env) -> None:
     token = await env.token()
     assert (await env.put(fhir_resource(), token)).status_code == 200
