@@ -53,6 +53,7 @@ def make_app(service: Service, settings: Settings) -> FastStream:
         host=settings.metrics.host,
         port=settings.metrics.port,
         readiness=service.readiness,
+        liveness=getattr(service, "liveness", None),
         service=service.name,
     )
 
