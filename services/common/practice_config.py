@@ -37,7 +37,7 @@ from schemas.models import (
     Sender,
     TemplateSet,
 )
-from services.common.codec import DecodeError
+from services.common.codec import DecodeError, DuplicateKey, no_duplicate_keys
 from services.common.settings import KafkaSettings
 from services.common.table import InvalidRecord, Table
 from services.common.topics import Topics
@@ -226,7 +226,12 @@ def _parse(data: Mapping[str, Any] | bytes | str | PracticeConfig) -> PracticeCo
         data = data.model_dump(mode="python", warnings=False)
     elif isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
+            data = json.loads(data, object_pairs_hook=no_duplicate_keys)
+        except DuplicateKey as exc:
+            raise ConfigRejected(
+                f"the config names the field '{str(exc)[:64]}' twice; the last one would win "
+                "silently, so give each field once"
+            ) from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigRejected(f"the config is not valid JSON: {exc}") from exc
     if not isinstance(data, Mapping):
