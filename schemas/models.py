@@ -112,13 +112,15 @@ PatientId = Annotated[Identifier, AfterValidator(_not_bsn_like)]
 
 # Characters that must never reach a header, a subject, a push payload or the From name:
 # C0 and C1 controls (U+0085 too), line and paragraph separators, bidirectional controls
-# (they can reverse the urgent line that follows) and invisible format characters.
+# (they can reverse the urgent line that follows), invisible format characters and lone
+# surrogates (no UTF-8 encoder takes them).
 UNSAFE_TEXT = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+    "\ufff9-\ufffb\ud800-\udfff]"
 )
 _UNSAFE_IN_LINES = re.compile(  # the same, but tab, CR and LF allowed (bodies, sources)
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
-    "\ufeff\ufff9-\ufffb]"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff]"
 )
 # An RFC 2047 encoded word: the e-mail package would decode it into the header (CR/LF).
 _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?")
