@@ -35,6 +35,7 @@ from services.common.topics import Topics
 from services.notifier.delivery import Deliverer, EmailTransport, PushTransport
 from services.notifier.email import SmtpOptions, SmtpPool
 from services.notifier.engine import NotifierContext, PartitionWorker
+from services.notifier.patient_mail import patient_mail_from_settings
 from services.notifier.push import KNOWN_PUSH_SERVICES, VapidOptions, WebPushSender
 from services.notifier.retry import RetryPolicy
 from services.notifier.tables import NotifierTables
@@ -195,6 +196,7 @@ class NotifierService:
             policy=policy,
             message_id_domain=settings.smtp.message_id_domain,
             sleep=self.clock.sleep,
+            patient_mail=patient_mail_from_settings(settings),
         )
         self._dlq_producer = make_producer(kafka)
         await self._dlq_producer.start()
