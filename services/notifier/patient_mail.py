@@ -6,10 +6,13 @@ adds to the message ``compose_email`` built.
   demo without practice-admin) it falls back to the portal's ``preferences_url``. The
   mail's text and HTML keep their link to ``preferences_url`` either way.
 - The appointment as a ``text/calendar; method=PUBLISH`` attachment (calendar.py).
+- The practice's logo as an inline ``cid:`` image beside the HTML (services.domain
+  .branding decides, and render_reminder puts the header in the HTML).
 
-The message becomes ``multipart/mixed`` [``multipart/alternative`` [text, HTML],
-``afspraak.ics``]; every boundary is fixed when the part is made, so the message
-flattens to the same bytes every time (which DKIM signing relies on).
+The message becomes ``multipart/mixed`` [``multipart/alternative`` [text,
+``multipart/related`` [HTML, logo] or HTML], ``afspraak.ics``]; every boundary is
+fixed when the part is made, so the message flattens to the same bytes every time
+(which DKIM signing relies on).
 """
 
 from __future__ import annotations
@@ -18,16 +21,33 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
+from email.message import EmailMessage, MIMEPart
 
 from schemas.models import Appointment, PracticeConfig, ReminderDue
 from services.common.patient_links import PatientLinkSigner, unsubscribe_url
 from services.common.settings import Settings
+from services.domain.branding import LOGO_CID, Logo, practice_logo
 from services.notifier.calendar import CALENDAR_FILENAME, appointment_calendar
 
-__all__ = ["PatientMail", "attach_calendar", "patient_mail_from_settings"]
+__all__ = ["PatientMail", "attach_calendar", "attach_logo", "patient_mail_from_settings"]
 
 log = logging.getLogger(__name__)
+
+
+def attach_logo(msg: EmailMessage, logo: Logo) -> None:
+    """The HTML part becomes ``multipart/related`` [HTML, the logo as ``cid:`` image]."""
+    html_part = msg.get_body(("html",))
+    if not isinstance(html_part, EmailMessage | MIMEPart):
+        return
+    html_part.make_related(boundary=f"=_related_{secrets.token_hex(12)}")
+    html_part.add_related(
+        logo.data,
+        maintype="image",
+        subtype=logo.subtype,
+        cid=f"<{LOGO_CID}>",
+        disposition="inline",
+        filename=f"logo.{'png' if logo.subtype == 'png' else 'jpg'}",
+    )
 
 
 def attach_calendar(msg: EmailMessage, ics: bytes) -> None:
@@ -71,6 +91,9 @@ class PatientMail:
         ics = appointment_calendar(
             config, appointment, language, uid_domain=self.uid_domain, now=now
         )
+        logo = practice_logo(config)
+        if logo is not None:  # render_reminder referred to it as cid:
+            attach_logo(msg, logo)
         attach_calendar(msg, ics)
 
 
