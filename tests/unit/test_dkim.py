@@ -311,3 +311,24 @@ async def test_signature_survives_the_real_smtp_hop(key: DkimKey) -> None:
     assert dkim.verify(received.raw, dnsfunc=_dns(key))
     parsed = email.message_from_bytes(received.raw, policy=email.policy.default)
     assert parsed["List-Unsubscribe"].startswith("<https://beheer.example.org/u/")
+
+
+def test_openssl_rsa_signature_is_dkimpys_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PKCS#1 v1.5 is deterministic: the fast path must give dkimpy's very bytes."""
+    from services.notifier.dkim import SIGNED_HEADERS, _sign_bytes
+
+    key = load_dkim_key(_settings(_key_file(tmp_path, _pem(_RSA))))
+    assert key is not None
+    monkeypatch.setattr(dkim.time, "time", lambda: 1_800_000_000)
+    message = f"From: a@{D}\r\nTo: b@example.org\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    pure = dkim.sign(
+        message,
+        SELECTOR.encode(),
+        D.encode(),
+        key.private_key,
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=[h.encode() for h in SIGNED_HEADERS],
+    )
+    assert _sign_bytes(key, message) == pure
