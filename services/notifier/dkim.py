@@ -42,6 +42,7 @@ __all__ = [
     "DkimKeyError",
     "DkimSigner",
     "DkimSigningTransport",
+    "dkim_check",
     "dns_record",
     "load_dkim_key",
 ]
@@ -187,6 +188,18 @@ def load_dkim_key(settings: Settings | SmtpSettings) -> DkimKey | None:
     except dkim.DKIMException as exc:
         raise DkimKeyError(f"DKIM key {path} does not sign: {exc}") from None
     return key
+
+
+def dkim_check(settings: Settings | SmtpSettings) -> tuple[Literal["ok", "FAIL", "skip"], str]:
+    """One line for ``reminders check``: (status, text); never prints the key."""
+    try:
+        key = load_dkim_key(settings)
+    except DkimKeyError as exc:
+        return "FAIL", str(exc)
+    if key is None:
+        return "skip", "no REMINDERS_SMTP__DKIM_*: reminder mail is not DKIM-signed"
+    name, _ = dns_record(key)
+    return "ok", f"{key.algorithm} key loads and signs; d={key.domain} s={key.selector} ({name})"
 
 
 def dns_record(key: DkimKey) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from services.notifier.dkim import (
     DkimKeyError,
     DkimSigner,
     DkimSigningTransport,
+    dkim_check,
     dns_record,
     load_dkim_key,
 )
@@ -332,3 +333,11 @@ def test_openssl_rsa_signature_is_dkimpys_own(
         include_headers=[h.encode() for h in SIGNED_HEADERS],
     )
     assert _sign_bytes(key, message) == pure
+
+
+def test_check_line_for_reminders_check(tmp_path: Path) -> None:
+    assert dkim_check(SmtpSettings())[0] == "skip"
+    status, text = dkim_check(_settings(_key_file(tmp_path, _pem(_RSA))))
+    assert status == "ok" and f"d={D} s={SELECTOR}" in text and "BEGIN" not in text
+    status, text = dkim_check(_settings(_key_file(tmp_path, b"garbage")))
+    assert status == "FAIL" and "DKIM key" in text
