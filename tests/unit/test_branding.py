@@ -6,9 +6,6 @@ import base64
 import email
 import email.policy
 import io
-import random
-from datetime import UTC, datetime
-from email.message import EmailMessage
 from html.parser import HTMLParser
 from types import SimpleNamespace
 from typing import Any
@@ -18,19 +15,10 @@ from PIL import Image
 
 from schemas.models import PracticeConfig
 from services.domain.branding import LOGO_CID, apply_branding, practice_logo
-from services.notifier.delivery import Deliverer
 from services.notifier.patient_mail import PatientMail
 from services.notifier.render import render_reminder, urgent_line
-from services.notifier.retry import RetryPolicy
-from services.notifier.samples import (
-    sample_appointment,
-    sample_config,
-    sample_due,
-    sample_preferences,
-)
-
-NOW = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
-START = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+from services.notifier.samples import sample_appointment, sample_config
+from tests.support.mail import START, CapturingMail, send_reminder
 
 
 def _png() -> bytes:
@@ -126,43 +114,12 @@ def test_missing_anchor_leaves_the_document_alone() -> None:
     assert apply_branding("<p>x</p>", _branded(logo=_png())) == "<p>x</p>"
 
 
-class FakeMail:
-    def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
-
-    async def send(self, msg: EmailMessage) -> None:
-        self.sent.append(msg)
-
-
-async def _no_sleep(_: float) -> None:
-    return None
-
-
 async def test_mail_carries_the_logo_as_an_inline_cid_part() -> None:
-    config = _branded(logo=_png())
-    appointment = sample_appointment(start=START)
-    mail = FakeMail()
-    deliverer = Deliverer(
-        email=mail,
-        push=None,
-        policy=RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.01),
-        message_id_domain="reminders.example.org",
-        sleep=_no_sleep,
-        rng=random.Random(1),
-        patient_mail=PatientMail(
-            public_url="https://beheer.example.org", signer=None, uid_domain="r.example.org"
-        ),
+    mail = CapturingMail()
+    patient_mail = PatientMail(
+        public_url="https://beheer.example.org", signer=None, uid_domain="r.example.org"
     )
-    delivery = await deliverer.deliver(
-        sample_due(appointment, fired_at=NOW),
-        ("email",),
-        config,
-        appointment,
-        sample_preferences(updated_at=NOW),
-        render_reminder(config, appointment, "nl"),
-        NOW,
-    )
-    assert delivery.status == "sent"
+    await send_reminder(mail, patient_mail, config=_branded(logo=_png()))
     [msg] = mail.sent
     wire = msg.as_bytes(policy=email.policy.SMTP)
     assert wire == msg.as_bytes(policy=email.policy.SMTP), "flattening must be stable (DKIM)"

@@ -6,7 +6,6 @@ import base64
 import email.policy
 import random
 from collections.abc import Callable
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from services.common.patient_links import PatientLinkSigner
 from services.common.settings import Settings, SmtpSettings
-from services.notifier.delivery import Deliverer
+from services.notifier.delivery import EmailTransport
 from services.notifier.dkim import (
     DkimKey,
     DkimKeyError,
@@ -30,18 +29,10 @@ from services.notifier.dkim import (
 )
 from services.notifier.email import SmtpOptions, SmtpPool
 from services.notifier.patient_mail import PatientMail
-from services.notifier.render import render_reminder
-from services.notifier.retry import RetryPolicy
-from services.notifier.samples import (
-    sample_appointment,
-    sample_config,
-    sample_due,
-    sample_preferences,
-)
+from services.notifier.samples import sample_config
 from services.sinks.smtp_sink import SmtpSink
+from tests.support.mail import CapturingMail, send_reminder
 
-NOW = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
-START = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
 D = "delinde.example.org"
 SELECTOR = "rem2026"
 
@@ -181,46 +172,18 @@ def test_key_formats_load(tmp_path: Path, data: bytes, algorithm: str) -> None:
 # --------------------------------------------------------------------------- signing
 
 
-class Capture:
-    def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
-
-    async def send(self, msg: EmailMessage) -> None:
-        self.sent.append(msg)
-
-
-async def _no_sleep(_: float) -> None:
-    return None
+_CONFIG = sample_config(
+    name="Huisartsenpraktijk De Linde, Lindelaan, een naam die lang genoeg is om te vouwen"
+)
+_PATIENT_MAIL = PatientMail(
+    public_url="https://beheer.example.org",
+    signer=PatientLinkSigner("s"),
+    uid_domain="reminders.example.org",
+)
 
 
-async def _reminder_through(transport: Capture | DkimSigningTransport, **prefs: object) -> None:
-    config = sample_config(
-        name="Huisartsenpraktijk De Linde, Lindelaan, een naam die lang genoeg is om te vouwen"
-    )
-    appointment = sample_appointment(start=START)
-    deliverer = Deliverer(
-        email=transport,
-        push=None,
-        policy=RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.01),
-        message_id_domain="reminders.example.org",
-        sleep=_no_sleep,
-        rng=random.Random(1),
-        patient_mail=PatientMail(
-            public_url="https://beheer.example.org",
-            signer=PatientLinkSigner("s"),
-            uid_domain="reminders.example.org",
-        ),
-    )
-    delivery = await deliverer.deliver(
-        sample_due(appointment, fired_at=NOW),
-        ("email",),
-        config,
-        appointment,
-        sample_preferences(updated_at=NOW, **prefs),
-        render_reminder(config, appointment, "nl"),
-        NOW,
-    )
-    assert delivery.status == "sent", delivery
+async def _reminder_through(transport: EmailTransport) -> None:
+    await send_reminder(transport, _PATIENT_MAIL, config=_CONFIG)
 
 
 @pytest.fixture(params=["rsa", "ed25519"])
@@ -235,7 +198,7 @@ def key(request: pytest.FixtureRequest, tmp_path: Path) -> DkimKey:
 async def test_reminder_verifies_on_the_bytes_the_smtp_client_sends(
     key: DkimKey, cte_type: str
 ) -> None:
-    capture = Capture()
+    capture = CapturingMail()
     await _reminder_through(DkimSigningTransport(capture, DkimSigner(key)))
     [msg] = capture.sent
     wire = flatten_message(msg, utf8=False, cte_type=cte_type)
@@ -262,7 +225,7 @@ async def test_reminder_verifies_on_the_bytes_the_smtp_client_sends(
 
 
 async def test_tampering_breaks_the_signature(key: DkimKey) -> None:
-    capture = Capture()
+    capture = CapturingMail()
     await _reminder_through(DkimSigningTransport(capture, DkimSigner(key)))
     wire = flatten_message(capture.sent[0])
     assert dkim.verify(wire, dnsfunc=_dns(key))
@@ -279,7 +242,7 @@ async def test_tampering_breaks_the_signature(key: DkimKey) -> None:
 
 
 async def test_a_retry_is_signed_once(key: DkimKey) -> None:
-    capture = Capture()
+    capture = CapturingMail()
     transport = DkimSigningTransport(capture, DkimSigner(key))
     await _reminder_through(transport)
     msg = capture.sent[0]

@@ -4,67 +4,23 @@ from __future__ import annotations
 
 import email
 import email.policy
-import random
-from datetime import UTC, datetime
+from datetime import UTC
 from email.message import EmailMessage
 
 from icalendar import Calendar
 
 from services.common.patient_links import PatientLinkSigner
-from services.notifier.delivery import Deliverer
 from services.notifier.patient_mail import PatientMail
-from services.notifier.render import render_reminder
-from services.notifier.retry import RetryPolicy
-from services.notifier.samples import (
-    sample_appointment,
-    sample_config,
-    sample_due,
-    sample_preferences,
-)
+from tests.support.mail import NOW, START, CapturingMail, send_reminder
 
-NOW = datetime(2026, 11, 30, 17, 0, tzinfo=UTC)
-START = datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
 DOMAIN = "reminders.example.org"
 PUBLIC = "https://beheer.example.org"
 SIGNER = PatientLinkSigner("unit-test-secret")
 
 
-class FakeMail:
-    def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
-
-    async def send(self, msg: EmailMessage) -> None:
-        self.sent.append(msg)
-
-
-async def _no_sleep(_: float) -> None:
-    return None
-
-
 async def _sent(patient_mail: PatientMail | None) -> EmailMessage:
-    mail = FakeMail()
-    config = sample_config()
-    appointment = sample_appointment(start=START)
-    prefs = sample_preferences(updated_at=NOW)
-    deliverer = Deliverer(
-        email=mail,
-        push=None,
-        policy=RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.01),
-        message_id_domain=DOMAIN,
-        sleep=_no_sleep,
-        rng=random.Random(1),
-        patient_mail=patient_mail,
-    )
-    delivery = await deliverer.deliver(
-        sample_due(appointment, fired_at=NOW),
-        ("email",),
-        config,
-        appointment,
-        prefs,
-        render_reminder(config, appointment, "nl"),
-        NOW,
-    )
-    assert delivery.status == "sent"
+    mail = CapturingMail()
+    await send_reminder(mail, patient_mail)
     [msg] = mail.sent
     wire = msg.as_bytes(policy=email.policy.SMTP)
     parsed = email.message_from_bytes(wire, policy=email.policy.default)
