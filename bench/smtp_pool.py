@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from multiprocessing.connection import Connection
@@ -200,6 +201,16 @@ class Side:
         return line
 
 
+async def _measure(side: Side, run: Awaitable[float], sink: SinkHandle, count: int) -> None:
+    """One timed round: its rate, and the CPU each message cost the client and the sink."""
+    cpu0, sink0 = time.process_time(), sink.cpu()
+    side.rates.append(await run)
+    cpu1, sink1 = time.process_time(), sink.cpu()
+    side.client_cpu.append((cpu1 - cpu0) / count * 1e6)
+    if sink0 is not None and sink1 is not None:
+        side.sink_cpu.append((sink1 - sink0) / count * 1e6)
+
+
 async def main_async(args: argparse.Namespace) -> int:
     sink = SinkHandle(in_process=args.in_process_sink)
     concurrency = args.concurrency or args.connections
@@ -219,14 +230,8 @@ async def main_async(args: argparse.Namespace) -> int:
         expected = sink.count()
         for r in range(args.rounds):
             for name in ("pool", "raw") if r % 2 == 0 else ("raw", "pool"):
-                side = sides[name]
-                cpu0, sink0 = time.process_time(), sink.cpu()
-                rate = await runners[name](sink.port, messages, args.connections, concurrency)
-                side.rates.append(rate)
-                cpu1, sink1 = time.process_time(), sink.cpu()
-                side.client_cpu.append((cpu1 - cpu0) / len(messages) * 1e6)
-                if sink0 is not None and sink1 is not None:
-                    side.sink_cpu.append((sink1 - sink0) / len(messages) * 1e6)
+                run = runners[name](sink.port, messages, args.connections, concurrency)
+                await _measure(sides[name], run, sink, len(messages))
                 expected += len(messages)
         received = sink.count()
     finally:
@@ -299,16 +304,8 @@ async def compare_dkim(args: argparse.Namespace, sink: SinkHandle, concurrency: 
         expected = sink.count()
         for r in range(args.rounds):
             for name in order[r % 3 :] + order[: r % 3]:
-                side = sides[name]
-                cpu0, sink0 = time.process_time(), sink.cpu()
-                rate = await run_pool(
-                    sink.port, messages, args.connections, concurrency, signers[name]
-                )
-                side.rates.append(rate)
-                cpu1, sink1 = time.process_time(), sink.cpu()
-                side.client_cpu.append((cpu1 - cpu0) / len(messages) * 1e6)
-                if sink0 is not None and sink1 is not None:
-                    side.sink_cpu.append((sink1 - sink0) / len(messages) * 1e6)
+                run = run_pool(sink.port, messages, args.connections, concurrency, signers[name])
+                await _measure(sides[name], run, sink, len(messages))
                 expected += len(messages)
         received = sink.count()
     finally:
