@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import email.policy
+import logging
 from dataclasses import dataclass, field
 from email.headerregistry import BaseHeader, UnstructuredHeader
 from email.message import EmailMessage
@@ -46,6 +47,8 @@ __all__ = [
     "dns_record",
     "load_dkim_key",
 ]
+
+log = logging.getLogger(__name__)
 
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
 
@@ -312,12 +315,30 @@ def _wire_policy(msg: EmailMessage) -> email.policy.EmailPolicy[EmailMessage]:
     return email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
 
 
+def _aligned(from_domain: str, dkim_domain: str) -> bool:
+    """DMARC relaxed alignment, approximated: one domain is the other or below it."""
+    a, b = from_domain.lower().rstrip("."), dkim_domain.lower()
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
 class DkimSigner:
     def __init__(self, key: DkimKey) -> None:
         self.key = key
+        self._warned: set[str] = set()
+
+    def _check_alignment(self, msg: EmailMessage) -> None:
+        addresses = getattr(msg["From"], "addresses", ())
+        domain = str(addresses[0].domain) if addresses else ""
+        if domain and not _aligned(domain, self.key.domain) and domain not in self._warned:
+            self._warned.add(domain)
+            log.warning(
+                "DKIM d= does not align with the sender's domain: DMARC will not pass",
+                extra={"sender_domain": domain, "dkim_domain": self.key.domain},
+            )
 
     def sign(self, msg: EmailMessage) -> None:
         """Add (or renew) this signer's DKIM-Signature at the top of ``msg``."""
+        self._check_alignment(msg)
         del msg["DKIM-Signature"]
         wire = msg.as_bytes(policy=_wire_policy(msg))
         signature = _sign_bytes(self.key, wire).decode("ascii")

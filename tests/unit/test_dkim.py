@@ -304,3 +304,18 @@ def test_check_line_for_reminders_check(tmp_path: Path) -> None:
     assert status == "ok" and f"d={D} s={SELECTOR}" in text and "BEGIN" not in text
     status, text = dkim_check(_settings(_key_file(tmp_path, b"garbage")))
     assert status == "FAIL" and "DKIM key" in text
+
+
+async def test_unaligned_sender_domain_is_warned_once(
+    key: DkimKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    signer = DkimSigner(key)
+    capture = CapturingMail()
+    other = sample_config(sender={"email": "noreply@elders.example.net", "name": "Elders"})
+    for _ in range(2):
+        await send_reminder(DkimSigningTransport(capture, signer), None, config=other)
+    warnings = [r for r in caplog.records if "does not align" in r.getMessage()]
+    assert len(warnings) == 1
+    caplog.clear()
+    await send_reminder(DkimSigningTransport(capture, signer), None, config=_CONFIG)
+    assert not [r for r in caplog.records if "does not align" in r.getMessage()]
