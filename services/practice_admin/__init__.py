@@ -1,0 +1,1 @@
+"""practice-admin: the beheeromgeving and the patient links (ASGI)."""
