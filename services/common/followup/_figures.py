@@ -1,0 +1,231 @@
+"""The follow-up figures per practice and ISO week, read from the projection.
+
+The definitions (docs/insights.md says the same in words):
+
+- *appointments*: not a meeting about a patient, not entered in error; the week is the
+  week of the appointment's (last) start in Europe/Amsterdam.
+- *sent / suppressed / failed*: outcomes by channel or reason, in the week of the
+  appointment time the reminder was for.
+- *reminded*: at least one reminder of the appointment was sent.
+- *reach*: reminded appointments among the remindable ones (all appointments but those
+  cancelled without a reminder sent).
+- *no-show rate*: noshow among appointments that ended fulfilled or noshow, reminded
+  beside not reminded; overall, by appointment type and by booking lead time.
+- *cancelled after a reminder*: cancelled later than the first sent reminder, by how long
+  before the start (in time: 2 hours or more) and by the door the cancellation came
+  through (portal: the patient).
+
+Patients choose reminders themselves, so reminded beside not reminded is a comparison,
+not a trial; every rate carries its base so a reader sees when it rests on few cases.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from services.common.followup._calendar import (
+    as_utc,
+    lead_bucket,
+    week_monday,
+    weeks_back,
+)
+from services.common.followup._tables import FollowupAppointment, FollowupOutcome
+
+__all__ = [
+    "CANCEL_BUCKETS",
+    "CAUTION",
+    "AppointmentFact",
+    "Figure",
+    "OutcomeCount",
+    "Report",
+    "build_report",
+    "figures_from_facts",
+]
+
+CAUTION = (
+    "Patients choose reminders themselves, so the comparison between reminded and not "
+    "reminded patients is not a trial: the groups differ in more than the reminder."
+)
+CANCEL_BUCKETS: tuple[str, ...] = ("under_2h", "2_to_12h", "12h_or_more")
+_IN_TIME = timedelta(hours=2)
+
+Executor = AsyncSession | AsyncConnection
+
+
+@dataclass(frozen=True, order=True)
+class Figure:
+    """One number of the report; a rate has a ``base`` (its denominator)."""
+
+    week: str
+    measure: str
+    key: str
+    count: int
+    base: int | None = None
+
+    @property
+    def rate(self) -> float | None:
+        if self.base is None or self.base == 0:
+            return None
+        return self.count / self.base
+
+
+@dataclass(frozen=True)
+class AppointmentFact:
+    """What the figures need of one appointment (a row of the projection, or an oracle's)."""
+
+    week: str
+    type_code: str
+    status: str
+    lead_days: int
+    start: datetime
+    cancelled_at: datetime | None
+    cancelled_via: str | None
+    first_sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class OutcomeCount:
+    week: str
+    status: str
+    channel: str | None
+    reason: str | None
+    count: int
+
+
+@dataclass(frozen=True)
+class Report:
+    practice_id: str
+    weeks: list[str]
+    figures: list[Figure]
+
+    def value(self, week: str, measure: str, key: str = "") -> Figure | None:
+        for figure in self.figures:
+            if (figure.week, figure.measure, figure.key) == (week, measure, key):
+                return figure
+        return None
+
+    def by_measure(self, measure: str) -> list[Figure]:
+        return [f for f in self.figures if f.measure == measure]
+
+
+def _cancel_bucket(before: timedelta) -> str:
+    if before < _IN_TIME:
+        return "under_2h"
+    if before < timedelta(hours=12):
+        return "2_to_12h"
+    return "12h_or_more"
+
+
+def figures_from_facts(
+    weeks: list[str], appointments: list[AppointmentFact], outcomes: list[OutcomeCount]
+) -> list[Figure]:
+    """The figures, from facts: the one place that counts (SQL only selects)."""
+    wanted = set(weeks)
+    counts: Counter[tuple[str, str, str]] = Counter()
+    bases: Counter[tuple[str, str, str]] = Counter()
+    for week in weeks:
+        counts[(week, "appointments", "")] += 0
+        bases[(week, "reach", "")] += 0
+    for o in outcomes:
+        if o.week not in wanted:
+            continue
+        if o.status == "sent":
+            counts[(o.week, "sent", o.channel or "unknown")] += o.count
+        else:
+            counts[(o.week, o.status, o.reason or "unknown")] += o.count
+    for a in appointments:
+        if a.week not in wanted:
+            continue
+        w = a.week
+        counts[(w, "appointments", "")] += 1
+        reminded = a.first_sent_at is not None
+        if a.status != "cancelled" or reminded:
+            bases[(w, "reach", "")] += 1
+            if reminded:
+                counts[(w, "reach", "")] += 1
+        if a.status in ("fulfilled", "noshow"):
+            measure = "noshow_reminded" if reminded else "noshow_not_reminded"
+            noshow = 1 if a.status == "noshow" else 0
+            for key in ("all", f"type:{a.type_code}", f"lead:{lead_bucket(a.lead_days)}"):
+                bases[(w, measure, key)] += 1
+                counts[(w, measure, key)] += noshow
+        if (
+            a.status == "cancelled"
+            and a.first_sent_at is not None
+            and a.cancelled_at is not None
+            and as_utc(a.cancelled_at) > as_utc(a.first_sent_at)
+        ):
+            before = as_utc(a.start) - as_utc(a.cancelled_at)
+            counts[(w, "cancelled_after_reminder", "all")] += 1
+            counts[(w, "cancelled_after_reminder", _cancel_bucket(before))] += 1
+            if before >= _IN_TIME:
+                counts[(w, "cancelled_after_reminder", "in_time")] += 1
+            counts[(w, "cancelled_after_reminder", f"via:{a.cancelled_via or 'other'}")] += 1
+    figures = [Figure(w, m, k, counts.get((w, m, k), 0), base) for (w, m, k), base in bases.items()]
+    figures += [Figure(w, m, k, n) for (w, m, k), n in counts.items() if (w, m, k) not in bases]
+    return sorted(figures)
+
+
+async def build_report(
+    executor: Executor, practice_id: str, *, until: datetime, weeks: int = 12
+) -> Report:
+    """The figures of the ``weeks`` ISO weeks up to the one holding ``until``."""
+    names = weeks_back(until, weeks)
+    a = FollowupAppointment.__table__
+    o = FollowupOutcome.__table__
+    # A reminder's start is its appointment's start, or an earlier one if it moved; five
+    # weeks before the first week is far enough back to find it.
+    monday = datetime.combine(week_monday(names[0]), datetime.min.time(), tzinfo=UTC)
+    since = monday - timedelta(days=35)
+    first_sent = (
+        select(o.c.appointment_id, func.min(o.c.at).label("first_sent_at"))
+        .where(o.c.practice_id == practice_id, o.c.status == "sent", o.c.start >= since)
+        .group_by(o.c.appointment_id)
+        .subquery()
+    )
+    rows = await executor.execute(
+        select(
+            a.c.week,
+            a.c.type_code,
+            a.c.status,
+            a.c.lead_days,
+            a.c.start,
+            a.c.cancelled_at,
+            a.c.cancelled_via,
+            first_sent.c.first_sent_at,
+        )
+        .select_from(
+            a.outerjoin(first_sent, and_(first_sent.c.appointment_id == a.c.appointment_id))
+        )
+        .where(
+            a.c.practice_id == practice_id,
+            a.c.week.in_(names),
+            a.c.is_meeting.is_(False),
+            a.c.status != "entered-in-error",
+        )
+    )
+    facts = [
+        AppointmentFact(
+            week=r.week,
+            type_code=r.type_code,
+            status=r.status,
+            lead_days=r.lead_days,
+            start=r.start,
+            cancelled_at=r.cancelled_at,
+            cancelled_via=r.cancelled_via,
+            first_sent_at=r.first_sent_at,
+        )
+        for r in rows
+    ]
+    grouped = await executor.execute(
+        select(o.c.week, o.c.status, o.c.channel, o.c.reason, func.count().label("n"))
+        .where(o.c.practice_id == practice_id, o.c.week.in_(names))
+        .group_by(o.c.week, o.c.status, o.c.channel, o.c.reason)
+    )
+    counts = [OutcomeCount(r.week, r.status, r.channel, r.reason, r.n) for r in grouped]
+    return Report(practice_id, names, figures_from_facts(names, facts, counts))
