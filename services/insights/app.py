@@ -92,7 +92,12 @@ class InsightsService:
         if self._engine is None:
             self._engine = create_engine(self.settings.database)
         await require_current_schema(self._engine)
-        self._consumer = make_consumer(self.settings.kafka, group_id=self.group_id)
+        self._consumer = make_consumer(
+            self.settings.kafka,
+            group_id=self.group_id,
+            session_timeout_ms=self.settings.insights.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.insights.heartbeat_interval_ms,
+        )
         await self._consumer.start()
         self._consumer.subscribe([topics.appointments, topics.outcomes], listener=_Rebalance(self))
         self._task = asyncio.create_task(self._run(), name="insights-project")

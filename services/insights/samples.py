@@ -10,14 +10,20 @@ last state of each appointment and each outcome, for an oracle to count from.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-__all__ = ["AppointmentTruth", "FollowupWorkload", "OutcomeTruth", "Record", "generate"]
+from services.common.kafka import make_producer
+from services.common.partition import partition_for
+from services.common.settings import KafkaSettings
+from services.common.topics import Topics
+
+__all__ = ["AppointmentTruth", "FollowupWorkload", "OutcomeTruth", "Record", "generate", "publish"]
 
 TYPES = (("C10", "Consult 10 minuten"), ("C20", "Dubbel consult"), ("OOR", "Oren uitspuiten"))
 SUPPRESS_REASONS = ("no_consent", "no_channel", "not_remindable_type")
@@ -286,3 +292,54 @@ def generate(
             except StopIteration:
                 live.remove(stream)
     return workload
+
+
+async def publish(
+    kafka: KafkaSettings,
+    records: Iterable[Record],
+    *,
+    transaction_size: int = 1_000,
+    aborted: Iterable[Record] = (),
+) -> int:
+    """Publish in Kafka transactions, as the services do (so the topics hold control
+    records); ``aborted`` records go in a transaction that is aborted, which a
+    read_committed consumer must never see."""
+    topics = Topics(kafka.topic_prefix)
+    topic = {"appointment": topics.appointments, "outcome": topics.outcomes}
+    producer = make_producer(
+        kafka, transactional_id=f"{kafka.topic_prefix}insights-samples-{uuid.uuid4().hex[:8]}"
+    )
+    await producer.start()
+    count = 0
+    try:
+
+        async def send(batch: list[Record]) -> None:
+            for r in batch:
+                await producer.send(
+                    topic[r.kind],
+                    key=r.key.encode(),
+                    value=r.value,
+                    partition=partition_for(r.practice_id, kafka.partitions),
+                )
+
+        batch: list[Record] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) >= transaction_size:
+                async with producer.transaction():
+                    await send(batch)
+                count += len(batch)
+                batch = []
+        if batch:
+            async with producer.transaction():
+                await send(batch)
+            count += len(batch)
+        doomed = list(aborted)
+        if doomed:
+            await producer.begin_transaction()
+            await send(doomed)
+            await producer.flush()
+            await producer.abort_transaction()
+    finally:
+        await producer.stop()
+    return count
