@@ -84,6 +84,9 @@ class InsightsService:
         self._stopping = False
         self._seen_lag: set[Key] = set()
         self.records_projected = 0
+        # Monotonic times of the first committed batch and of catching up (benchmarks).
+        self.first_batch_at: float | None = None
+        self.caught_up_at: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -190,6 +193,7 @@ class InsightsService:
             return
         if all(self._positions.get(k, 0) >= end for k, end in self._targets.items()):
             self._caught_up = True
+            self.caught_up_at = time.monotonic()
             CAUGHT_UP.set(1)
             log.info("insights caught up", extra={"records": self.records_projected})
 
@@ -273,6 +277,8 @@ class InsightsService:
         async with engine.begin() as connection:
             await write_batch(connection, appointments=rows_a, outcomes=rows_o, positions=moved)
         self._positions.update(moved)
+        if self.first_batch_at is None and count:
+            self.first_batch_at = started
         self.records_projected += count
         ROWS_WRITTEN.labels("insights_appointments").inc(len(rows_a))
         ROWS_WRITTEN.labels("insights_outcomes").inc(len(rows_o))

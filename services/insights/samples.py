@@ -23,7 +23,15 @@ from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
 
-__all__ = ["AppointmentTruth", "FollowupWorkload", "OutcomeTruth", "Record", "generate", "publish"]
+__all__ = [
+    "AppointmentTruth",
+    "FollowupWorkload",
+    "OutcomeTruth",
+    "Record",
+    "generate",
+    "publish",
+    "stream",
+]
 
 TYPES = (("C10", "Consult 10 minuten"), ("C20", "Dubbel consult"), ("OOR", "Oren uitspuiten"))
 SUPPRESS_REASONS = ("no_consent", "no_channel", "not_remindable_type")
@@ -70,6 +78,8 @@ class FollowupWorkload:
     records: list[Record] = field(default_factory=list)
     appointments: dict[tuple[str, str], AppointmentTruth] = field(default_factory=dict)
     outcomes: dict[str, OutcomeTruth] = field(default_factory=dict)
+    # False: a stream too big to remember (the benchmark); records and truths not kept.
+    keep: bool = True
 
     def count(self, kind: str) -> int:
         return sum(1 for r in self.records if r.kind == kind)
@@ -177,7 +187,7 @@ def _iter_practice(
         key = f"{pid}/{aid}"
         yield Record("appointment", key, first, pid)
         if moved:
-            w.outcomes[_rid(pid, aid, original)] = o = OutcomeTruth(
+            o = OutcomeTruth(
                 _rid(pid, aid, original),
                 pid,
                 aid,
@@ -187,6 +197,8 @@ def _iter_practice(
                 "moved",
                 original - timedelta(hours=24),
             )
+            if w.keep:
+                w.outcomes[o.reminder_id] = o
             yield Record("outcome", key, _outcome(o), pid)
 
         # The reminder for the (last) start.
@@ -225,7 +237,8 @@ def _iter_practice(
         else:
             noshow_rate = 0.04 if reminded else 0.09
             status = "noshow" if rng.random() < noshow_rate else "fulfilled"
-        w.outcomes[rid] = o
+        if w.keep:
+            w.outcomes[rid] = o
         if rng.random() < 0.5:
             yield Record("outcome", key, _outcome(o), pid)
             if rng.random() < 0.05:  # a repeat: must not count twice
@@ -234,17 +247,18 @@ def _iter_practice(
         else:
             outcome_done = False
         updated = cancelled_at or (start + timedelta(minutes=30))
-        w.appointments[(pid, aid)] = AppointmentTruth(
-            pid,
-            aid,
-            start,
-            booked_at,
-            status,
-            code,
-            meeting,
-            cancelled_at,
-            via if status == "cancelled" else None,
-        )
+        if w.keep:
+            w.appointments[(pid, aid)] = AppointmentTruth(
+                pid,
+                aid,
+                start,
+                booked_at,
+                status,
+                code,
+                meeting,
+                cancelled_at,
+                via if status == "cancelled" else None,
+            )
         last = _appointment(
             pid,
             aid,
@@ -268,6 +282,30 @@ def _iter_practice(
             yield Record("appointment", key, None, pid)
 
 
+def stream(
+    workload: FollowupWorkload,
+    *,
+    now: datetime,
+    practices: int = 3,
+    appointments: int = 200,
+    weeks: int = 12,
+    seed: int = 18,
+) -> Iterator[Record]:
+    """The records, practices interleaved as a shared topic holds them; the truths go
+    into ``workload`` when it keeps them."""
+    rng = random.Random(seed)
+    live = [
+        _iter_practice(rng, workload, f"0188{i:04d}", now, weeks, appointments)
+        for i in range(practices)
+    ]
+    while live:
+        for practice in list(live):
+            try:
+                yield next(practice)
+            except StopIteration:
+                live.remove(practice)
+
+
 def generate(
     *,
     now: datetime,
@@ -277,20 +315,17 @@ def generate(
     seed: int = 18,
 ) -> FollowupWorkload:
     """``appointments`` per practice over the ``weeks`` before ``now``, with outcomes."""
-    rng = random.Random(seed)
     workload = FollowupWorkload()
-    streams = [
-        _iter_practice(rng, workload, f"0188{i:04d}", now, weeks, appointments)
-        for i in range(practices)
-    ]
-    # Interleave practices, as a shared topic would hold them.
-    live = list(streams)
-    while live:
-        for stream in list(live):
-            try:
-                workload.records.append(next(stream))
-            except StopIteration:
-                live.remove(stream)
+    workload.records = list(
+        stream(
+            workload,
+            now=now,
+            practices=practices,
+            appointments=appointments,
+            weeks=weeks,
+            seed=seed,
+        )
+    )
     return workload
 
 
