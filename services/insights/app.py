@@ -233,6 +233,7 @@ class InsightsService:
         engine = self._engine
         assert engine is not None
         started = time.perf_counter()
+        batch_at = time.monotonic()
         appointments: list[Row] = []
         outcomes: list[Row] = []
         count = 0
@@ -278,7 +279,7 @@ class InsightsService:
             await write_batch(connection, appointments=rows_a, outcomes=rows_o, positions=moved)
         self._positions.update(moved)
         if self.first_batch_at is None and count:
-            self.first_batch_at = started
+            self.first_batch_at = batch_at
         self.records_projected += count
         ROWS_WRITTEN.labels("insights_appointments").inc(len(rows_a))
         ROWS_WRITTEN.labels("insights_outcomes").inc(len(rows_o))
