@@ -71,6 +71,9 @@ def appointment_row(value: bytes) -> Row:
             "is_meeting": bool((data.get("meeting") or {}).get("is_meeting", False)),
             "cancelled_at": updated_at if cancelled else None,
             "cancelled_via": str(data.get("booked_via") or "other")[:16] if cancelled else None,
+            "cancelled_before_s": (
+                int((start - updated_at).total_seconds()) if cancelled else None
+            ),
             "updated_at": updated_at,
         }
     except (KeyError, TypeError, ValueError) as exc:

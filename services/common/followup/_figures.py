@@ -25,15 +25,10 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from services.common.followup._calendar import (
-    as_utc,
-    lead_bucket,
-    week_monday,
-    weeks_back,
-)
+from services.common.followup._calendar import week_monday, weeks_back
 from services.common.followup._tables import FollowupAppointment, FollowupOutcome
 
 __all__ = [
@@ -52,7 +47,7 @@ CAUTION = (
     "reminded patients is not a trial: the groups differ in more than the reminder."
 )
 CANCEL_BUCKETS: tuple[str, ...] = ("under_2h", "2_to_12h", "12h_or_more")
-_IN_TIME = timedelta(hours=2)
+_IN_TIME_SECONDS = 2 * 3600
 
 Executor = AsyncSession | AsyncConnection
 
@@ -76,16 +71,18 @@ class Figure:
 
 @dataclass(frozen=True)
 class AppointmentFact:
-    """What the figures need of one appointment (a row of the projection, or an oracle's)."""
+    """Appointments alike in all the figures look at, and how many (``n``)."""
 
     week: str
     type_code: str
     status: str
-    lead_days: int
-    start: datetime
-    cancelled_at: datetime | None
+    lead: str
+    reminded: bool
+    # Cancelled later than the first sent reminder; then how long before the start.
+    cancelled_after_reminder: bool
+    cancel_bucket: str | None
     cancelled_via: str | None
-    first_sent_at: datetime | None
+    n: int = 1
 
 
 @dataclass(frozen=True)
@@ -113,14 +110,6 @@ class Report:
         return [f for f in self.figures if f.measure == measure]
 
 
-def _cancel_bucket(before: timedelta) -> str:
-    if before < _IN_TIME:
-        return "under_2h"
-    if before < timedelta(hours=12):
-        return "2_to_12h"
-    return "12h_or_more"
-
-
 def figures_from_facts(
     weeks: list[str], appointments: list[AppointmentFact], outcomes: list[OutcomeCount]
 ) -> list[Figure]:
@@ -141,31 +130,25 @@ def figures_from_facts(
     for a in appointments:
         if a.week not in wanted:
             continue
-        w = a.week
-        counts[(w, "appointments", "")] += 1
-        reminded = a.first_sent_at is not None
-        if a.status != "cancelled" or reminded:
-            bases[(w, "reach", "")] += 1
-            if reminded:
-                counts[(w, "reach", "")] += 1
+        w, n = a.week, a.n
+        counts[(w, "appointments", "")] += n
+        if a.status != "cancelled" or a.reminded:
+            bases[(w, "reach", "")] += n
+            if a.reminded:
+                counts[(w, "reach", "")] += n
         if a.status in ("fulfilled", "noshow"):
-            measure = "noshow_reminded" if reminded else "noshow_not_reminded"
-            noshow = 1 if a.status == "noshow" else 0
-            for key in ("all", f"type:{a.type_code}", f"lead:{lead_bucket(a.lead_days)}"):
-                bases[(w, measure, key)] += 1
-                counts[(w, measure, key)] += noshow
-        if (
-            a.status == "cancelled"
-            and a.first_sent_at is not None
-            and a.cancelled_at is not None
-            and as_utc(a.cancelled_at) > as_utc(a.first_sent_at)
-        ):
-            before = as_utc(a.start) - as_utc(a.cancelled_at)
-            counts[(w, "cancelled_after_reminder", "all")] += 1
-            counts[(w, "cancelled_after_reminder", _cancel_bucket(before))] += 1
-            if before >= _IN_TIME:
-                counts[(w, "cancelled_after_reminder", "in_time")] += 1
-            counts[(w, "cancelled_after_reminder", f"via:{a.cancelled_via or 'other'}")] += 1
+            measure = "noshow_reminded" if a.reminded else "noshow_not_reminded"
+            noshows = n if a.status == "noshow" else 0
+            for key in ("all", f"type:{a.type_code}", f"lead:{a.lead}"):
+                bases[(w, measure, key)] += n
+                counts[(w, measure, key)] += noshows
+        if a.status == "cancelled" and a.cancelled_after_reminder:
+            bucket = a.cancel_bucket or "12h_or_more"
+            counts[(w, "cancelled_after_reminder", "all")] += n
+            counts[(w, "cancelled_after_reminder", bucket)] += n
+            if bucket != "under_2h":
+                counts[(w, "cancelled_after_reminder", "in_time")] += n
+            counts[(w, "cancelled_after_reminder", f"via:{a.cancelled_via or 'other'}")] += n
     figures = [Figure(w, m, k, counts.get((w, m, k), 0), base) for (w, m, k), base in bases.items()]
     figures += [Figure(w, m, k, n) for (w, m, k), n in counts.items() if (w, m, k) not in bases]
     return sorted(figures)
@@ -188,37 +171,56 @@ async def build_report(
         .group_by(o.c.appointment_id)
         .subquery()
     )
+    sent_at = first_sent.c.first_sent_at
+    lead = case(
+        (a.c.lead_days <= 0, "same_day"),
+        (a.c.lead_days == 1, "1_day"),
+        (a.c.lead_days <= 7, "2_7_days"),
+        else_="over_a_week",
+    ).label("lead")
+    reminded = case((sent_at.is_(None), 0), else_=1).label("reminded")
+    after = case(
+        (and_(a.c.status == "cancelled", sent_at.is_not(None), a.c.cancelled_at > sent_at), 1),
+        else_=0,
+    ).label("after")
+    bucket = case(
+        (a.c.cancelled_before_s.is_(None), None),
+        (a.c.cancelled_before_s < _IN_TIME_SECONDS, "under_2h"),
+        (a.c.cancelled_before_s < 12 * 3600, "2_to_12h"),
+        else_="12h_or_more",
+    ).label("bucket")
+    columns = (
+        a.c.week,
+        a.c.type_code,
+        a.c.status,
+        lead,
+        reminded,
+        after,
+        bucket,
+        a.c.cancelled_via,
+    )
     rows = await executor.execute(
-        select(
-            a.c.week,
-            a.c.type_code,
-            a.c.status,
-            a.c.lead_days,
-            a.c.start,
-            a.c.cancelled_at,
-            a.c.cancelled_via,
-            first_sent.c.first_sent_at,
-        )
-        .select_from(
-            a.outerjoin(first_sent, and_(first_sent.c.appointment_id == a.c.appointment_id))
-        )
+        select(*columns, func.count().label("n"))
+        .select_from(a.outerjoin(first_sent, first_sent.c.appointment_id == a.c.appointment_id))
         .where(
             a.c.practice_id == practice_id,
             a.c.week.in_(names),
             a.c.is_meeting.is_(False),
             a.c.status != "entered-in-error",
         )
+        .group_by(*columns)
     )
     facts = [
         AppointmentFact(
             week=r.week,
             type_code=r.type_code,
             status=r.status,
-            lead_days=r.lead_days,
-            start=r.start,
-            cancelled_at=r.cancelled_at,
+            lead=r.lead,
+            reminded=bool(r.reminded),
+            cancelled_after_reminder=bool(r.after),
+            cancel_bucket=r.bucket,
             cancelled_via=r.cancelled_via,
-            first_sent_at=r.first_sent_at,
+            n=r.n,
         )
         for r in rows
     ]

@@ -42,6 +42,8 @@ class FollowupAppointment(Base):
     # which door that version came (portal: the patient); null while not cancelled.
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_via: Mapped[str | None] = mapped_column(String(16))
+    # Seconds from the cancellation to the start (was the slot freed in time?).
+    cancelled_before_s: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_insights_appointments_practice_week", "practice_id", "week"),)

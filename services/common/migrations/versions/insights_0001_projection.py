@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("is_meeting", sa.Boolean(), nullable=False),
         sa.Column("cancelled_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("cancelled_via", sa.String(16), nullable=True),
+        sa.Column("cancelled_before_s", sa.Integer(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint(
             "practice_id", "appointment_id", name=op.f("pk_insights_appointments")
