@@ -23,12 +23,12 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from services.common.followup._calendar import week_monday, weeks_back
+from services.common.followup._calendar import ZONE, week_monday, weeks_back
 from services.common.followup._tables import FollowupAppointment, FollowupOutcome
 
 __all__ = [
@@ -163,8 +163,11 @@ async def build_report(
     o = FollowupOutcome.__table__
     # A reminder's start is its appointment's start, or an earlier one if it moved; five
     # weeks before the first week is far enough back to find it.
-    monday = datetime.combine(week_monday(names[0]), datetime.min.time(), tzinfo=UTC)
-    since = monday - timedelta(days=35)
+    first = datetime.combine(week_monday(names[0]), time.min, tzinfo=ZONE).astimezone(UTC)
+    last = datetime.combine(
+        week_monday(names[-1]) + timedelta(days=7), time.min, tzinfo=ZONE
+    ).astimezone(UTC)
+    since = first - timedelta(days=35)
     first_sent = (
         select(o.c.appointment_id, func.min(o.c.at).label("first_sent_at"))
         .where(o.c.practice_id == practice_id, o.c.status == "sent", o.c.start >= since)
@@ -226,7 +229,7 @@ async def build_report(
     ]
     grouped = await executor.execute(
         select(o.c.week, o.c.status, o.c.channel, o.c.reason, func.count().label("n"))
-        .where(o.c.practice_id == practice_id, o.c.week.in_(names))
+        .where(o.c.practice_id == practice_id, o.c.start >= first, o.c.start < last)
         .group_by(o.c.week, o.c.status, o.c.channel, o.c.reason)
     )
     counts = [OutcomeCount(r.week, r.status, r.channel, r.reason, r.n) for r in grouped]

@@ -57,14 +57,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("reminder_id", name=op.f("pk_insights_outcomes")),
     )
     op.create_index(
-        "ix_insights_outcomes_practice_week", "insights_outcomes", ["practice_id", "week"]
-    )
-    op.create_index(
-        "ix_insights_outcomes_practice_appointment",
-        "insights_outcomes",
-        ["practice_id", "appointment_id"],
-    )
-    op.create_index(
         "ix_insights_outcomes_practice_start", "insights_outcomes", ["practice_id", "start"]
     )
     op.create_table(
@@ -79,8 +71,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("insights_positions")
     op.drop_index("ix_insights_outcomes_practice_start", table_name="insights_outcomes")
-    op.drop_index("ix_insights_outcomes_practice_appointment", table_name="insights_outcomes")
-    op.drop_index("ix_insights_outcomes_practice_week", table_name="insights_outcomes")
     op.drop_table("insights_outcomes")
     op.drop_index("ix_insights_appointments_practice_week", table_name="insights_appointments")
     op.drop_table("insights_appointments")
