@@ -70,4 +70,7 @@ def lead_bucket(days: int) -> str:
 def start_of_reminder(reminder_id: str) -> datetime:
     """The appointment time a reminder id names (``{practice}/{appointment}/{start UTC}``)."""
     text = reminder_id.rsplit("/", 1)[-1]
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    # fromisoformat, not strptime: this runs for every outcome of a catch-up.
+    if len(text) != 20 or not text.endswith("Z"):
+        raise ValueError(f"not a reminder id's start time: {text!r}")
+    return datetime.fromisoformat(text).astimezone(UTC)
