@@ -4,6 +4,7 @@ tombstone-proof) and its figures against an independent count of the same worklo
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, date, datetime
 
 import pytest
@@ -19,6 +20,7 @@ from services.common.followup import (
     Report,
     build_report,
     recent_outcomes,
+    report_charts,
     report_csv,
     report_text,
 )
@@ -164,3 +166,19 @@ async def test_send_log_lists_outcomes_with_type_and_pseudonymous_patient(
         of_day = await recent_outcomes(conn, "01880000", day=day, status=None, limit=1000)
         assert newest.reminder_id in {e.reminder_id for e in of_day}
         assert await recent_outcomes(conn, "09999999", day=None, status=None, limit=10) == []
+
+
+async def test_charts_are_svg_that_load_and_run_nothing(db_engine: AsyncEngine) -> None:
+    workload = generate(now=NOW, practices=1, appointments=150)
+    await project_with_replays(db_engine, workload)
+    async with db_engine.connect() as conn:
+        report = await build_report(conn, "01880000", until=NOW, weeks=4)
+    charts = report_charts(report)
+    assert set(charts) == {"bereik", "no-show", "verstuurd"}
+    for svg in charts.values():
+        assert svg.lstrip().startswith("<svg") and svg.rstrip().endswith("</svg>")
+        assert "<script" not in svg
+        assert not re.search(r"(?:href|src)=\"(?:https?:)?//", svg)
+    reach = report.value(report.weeks[0], "reach")
+    assert reach is not None and reach.base
+    assert f"{100 * reach.count / reach.base:.1f}".rstrip("0").rstrip(".") in charts["bereik"]

@@ -108,7 +108,7 @@ def insights_process(
         "REMINDERS_KAFKA__PARTITIONS": str(kafka_settings.partitions),
         "REMINDERS_DATABASE__URL": db_url,
         # Small batches: many commits, so a kill lands in the middle of the catch-up.
-        "REMINDERS_INSIGHTS__BATCH_SIZE": "40",
+        "REMINDERS_INSIGHTS__BATCH_SIZE": "30",
         # The killed member leaves the group soon, so the restarted one gets its partitions.
         "REMINDERS_INSIGHTS__SESSION_TIMEOUT_MS": "6000",
         "REMINDERS_INSIGHTS__HEARTBEAT_INTERVAL_MS": "1000",
@@ -155,7 +155,7 @@ async def test_kill_9_during_catch_up_loses_nothing_and_counts_nothing_twice(
     db_url: str,
     insights_process: ServiceProcess,
 ) -> None:
-    workload = generate(now=NOW, practices=3, appointments=500)
+    workload = generate(now=NOW, practices=3, appointments=300)
     await publish(kafka_settings, workload.records, transaction_size=250, aborted=aborted_records())
     total = await end_offsets(kafka_settings)
     engine = create_engine(db_url)

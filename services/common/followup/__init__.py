@@ -12,6 +12,7 @@ from services.common.followup._calendar import (
     week_monday,
     weeks_back,
 )
+from services.common.followup._charts import CHARTS, chart_svg, report_charts
 from services.common.followup._figures import (
     CANCEL_BUCKETS,
     CAUTION,
@@ -33,6 +34,7 @@ from services.common.followup._tables import (
 __all__ = [
     "CANCEL_BUCKETS",
     "CAUTION",
+    "CHARTS",
     "CSV_COLUMNS",
     "LEAD_BUCKETS",
     "ZONE",
@@ -46,11 +48,13 @@ __all__ = [
     "SendLogEntry",
     "as_utc",
     "build_report",
+    "chart_svg",
     "figures_from_facts",
     "iso_week",
     "lead_bucket",
     "lead_days",
     "recent_outcomes",
+    "report_charts",
     "report_csv",
     "report_text",
     "start_of_reminder",
