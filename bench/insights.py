@@ -41,7 +41,7 @@ from services.common.kafka import create_topics, make_consumer
 from services.common.settings import DatabaseSettings, InsightsSettings, KafkaSettings, Settings
 from services.common.topics import Topics
 from services.insights.app import InsightsService
-from services.insights.samples import FollowupWorkload, publish, stream
+from services.insights.samples import FollowupWorkload, end_offsets, publish, stream
 
 FLOOR_PG = 20_000  # records/s on PostgreSQL (issue 18)
 CEILING_REPORT_MS = 200.0
@@ -60,21 +60,6 @@ def line(label: str, figure: float, unit: str, bound: float, kind: str = "floor"
         f"{label}: {figure:,.1f} {unit} ({kind} {bound:,.0f} {unit}, ratio {ratio:.2f}"
         f"{'' if ok else ', MISSED'}; load {load:.1f} on {os.cpu_count()} cores)"
     )
-
-
-async def end_offsets(kafka: KafkaSettings) -> dict[TopicPartition, int]:
-    topics = Topics(kafka.topic_prefix)
-    consumer = make_consumer(kafka)
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(t, p)
-            for t in (topics.appointments, topics.outcomes)
-            for p in range(kafka.partitions)
-        ]
-        return dict(await consumer.end_offsets(tps))
-    finally:
-        await consumer.stop()
 
 
 async def raw_read(kafka: KafkaSettings, ends: dict[TopicPartition, int]) -> tuple[int, float]:

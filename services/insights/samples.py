@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from aiokafka import TopicPartition
 
-from services.common.kafka import make_producer
+from services.common.kafka import make_consumer, make_producer
 from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
@@ -29,6 +30,7 @@ __all__ = [
     "FollowupWorkload",
     "OutcomeTruth",
     "Record",
+    "end_offsets",
     "generate",
     "publish",
     "stream",
@@ -388,3 +390,19 @@ async def publish(
     finally:
         await producer.stop()
     return count
+
+
+async def end_offsets(kafka: KafkaSettings) -> dict[TopicPartition, int]:
+    """The read_committed end of every partition of the two topics insights reads."""
+    topics = Topics(kafka.topic_prefix)
+    consumer = make_consumer(kafka)
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(t, p)
+            for t in (topics.appointments, topics.outcomes)
+            for p in range(kafka.partitions)
+        ]
+        return dict(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()

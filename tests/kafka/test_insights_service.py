@@ -30,6 +30,7 @@ from services.common.followup import (
 from services.common.settings import InsightsSettings, KafkaSettings, Settings
 from services.common.topics import Topics
 from services.demo.pipeline import ServiceProcess, free_port
+from services.insights import samples
 from services.insights.app import InsightsService
 from services.insights.samples import OutcomeTruth, Record, _outcome, generate, publish
 from tests.support.insights_oracle import Figures, last_weeks, oracle
@@ -77,23 +78,7 @@ async def stored_positions(engine: AsyncEngine) -> int:
 
 
 async def end_offsets(kafka: KafkaSettings) -> int:
-    from aiokafka import TopicPartition
-
-    from services.common.kafka import make_consumer
-
-    topics = Topics(kafka.topic_prefix)
-    consumer = make_consumer(kafka)
-    await consumer.start()
-    try:
-        tps = [
-            TopicPartition(t, p)
-            for t in (topics.appointments, topics.outcomes)
-            for p in range(kafka.partitions)
-        ]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
-    return sum(ends.values())
+    return sum((await samples.end_offsets(kafka)).values())
 
 
 @pytest.fixture
