@@ -58,6 +58,11 @@ OUTCOME_COLUMNS: tuple[tuple[str, str], ...] = (
     ("at", "timestamptz"),
 )
 _APPOINTMENT_KEY = ("practice_id", "appointment_id")
+REMINDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("practice_id", "text"),
+    ("appointment_id", "text"),
+    ("first_sent_at", "timestamptz"),
+)
 
 
 def _names(columns: Sequence[tuple[str, str]]) -> str:
@@ -92,6 +97,18 @@ _PG_APPOINTMENTS = _pg_insert("insights_appointments", APPOINTMENT_COLUMNS, _app
 _PG_OUTCOMES = _pg_insert(
     "insights_outcomes", OUTCOME_COLUMNS, 'ON CONFLICT ("reminder_id") DO NOTHING'
 )
+_PG_REMINDED = _pg_insert(
+    "insights_reminded",
+    REMINDED_COLUMNS,
+    'ON CONFLICT ("practice_id", "appointment_id") DO UPDATE SET '
+    '"first_sent_at" = LEAST(insights_reminded.first_sent_at, excluded.first_sent_at)',
+)
+_SQLITE_REMINDED = _sqlite_insert(
+    "insights_reminded",
+    REMINDED_COLUMNS,
+    'ON CONFLICT ("practice_id", "appointment_id") DO UPDATE SET '
+    '"first_sent_at" = MIN(insights_reminded.first_sent_at, excluded.first_sent_at)',
+)
 _SQLITE_APPOINTMENTS = _sqlite_insert(
     "insights_appointments", APPOINTMENT_COLUMNS, _appointment_conflict()
 )
@@ -109,15 +126,30 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+def _reminded(outcomes: Sequence[Row]) -> list[Row]:
+    """The earliest sent reminder per appointment in this batch."""
+    first: dict[tuple[str, str], Row] = {}
+    for o in outcomes:
+        if o["status"] != "sent":
+            continue
+        key = (o["practice_id"], o["appointment_id"])
+        held = first.get(key)
+        if held is None or o["at"] < held["first_sent_at"]:
+            first[key] = {"practice_id": key[0], "appointment_id": key[1], "first_sent_at": o["at"]}
+    return list(first.values())
+
+
 async def _write_rows(
     connection: AsyncConnection, appointments: Sequence[Row], outcomes: Sequence[Row]
 ) -> None:
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
+    reminded = _reminded(outcomes)
     if connection.dialect.name == "postgresql":
         for sql, columns, rows in (
             (_PG_APPOINTMENTS, APPOINTMENT_COLUMNS, appointments),
             (_PG_OUTCOMES, OUTCOME_COLUMNS, outcomes),
+            (_PG_REMINDED, REMINDED_COLUMNS, reminded),
         ):
             if rows:
                 await driver.execute(sql, *([r[name] for r in rows] for name, _ in columns))
@@ -125,6 +157,7 @@ async def _write_rows(
     for sql, columns, rows in (
         (_SQLITE_APPOINTMENTS, APPOINTMENT_COLUMNS, appointments),
         (_SQLITE_OUTCOMES, OUTCOME_COLUMNS, outcomes),
+        (_SQLITE_REMINDED, REMINDED_COLUMNS, reminded),
     ):
         if rows:
             await driver.executemany(

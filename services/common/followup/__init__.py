@@ -29,6 +29,7 @@ from services.common.followup._tables import (
     FollowupAppointment,
     FollowupOutcome,
     FollowupPosition,
+    FollowupReminded,
 )
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "FollowupAppointment",
     "FollowupOutcome",
     "FollowupPosition",
+    "FollowupReminded",
     "OutcomeCount",
     "Report",
     "SendLogEntry",

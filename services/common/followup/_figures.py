@@ -29,7 +29,11 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from services.common.followup._calendar import ZONE, week_monday, weeks_back
-from services.common.followup._tables import FollowupAppointment, FollowupOutcome
+from services.common.followup._tables import (
+    FollowupAppointment,
+    FollowupOutcome,
+    FollowupReminded,
+)
 
 __all__ = [
     "CANCEL_BUCKETS",
@@ -161,20 +165,12 @@ async def build_report(
     names = weeks_back(until, weeks)
     a = FollowupAppointment.__table__
     o = FollowupOutcome.__table__
-    # A reminder's start is its appointment's start, or an earlier one if it moved; five
-    # weeks before the first week is far enough back to find it.
+    r = FollowupReminded.__table__
     first = datetime.combine(week_monday(names[0]), time.min, tzinfo=ZONE).astimezone(UTC)
     last = datetime.combine(
         week_monday(names[-1]) + timedelta(days=7), time.min, tzinfo=ZONE
     ).astimezone(UTC)
-    since = first - timedelta(days=35)
-    first_sent = (
-        select(o.c.appointment_id, func.min(o.c.at).label("first_sent_at"))
-        .where(o.c.practice_id == practice_id, o.c.status == "sent", o.c.start >= since)
-        .group_by(o.c.appointment_id)
-        .subquery()
-    )
-    sent_at = first_sent.c.first_sent_at
+    sent_at = r.c.first_sent_at
     lead = case(
         (a.c.lead_days <= 0, "same_day"),
         (a.c.lead_days == 1, "1_day"),
@@ -204,7 +200,12 @@ async def build_report(
     )
     rows = await executor.execute(
         select(*columns, func.count().label("n"))
-        .select_from(a.outerjoin(first_sent, first_sent.c.appointment_id == a.c.appointment_id))
+        .select_from(
+            a.outerjoin(
+                r,
+                and_(r.c.practice_id == a.c.practice_id, r.c.appointment_id == a.c.appointment_id),
+            )
+        )
         .where(
             a.c.practice_id == practice_id,
             a.c.week.in_(names),

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import Base
 
-__all__ = ["FollowupAppointment", "FollowupOutcome", "FollowupPosition"]
+__all__ = ["FollowupAppointment", "FollowupOutcome", "FollowupPosition", "FollowupReminded"]
 
 
 class FollowupAppointment(Base):
@@ -68,6 +68,20 @@ class FollowupOutcome(Base):
     # One index beside the key: every read (weeks, first reminder, send log) is a range of
     # appointment times of one practice; fewer indexes, a faster catch-up.
     __table_args__ = (Index("ix_insights_outcomes_practice_start", "practice_id", "start"),)
+
+
+class FollowupReminded(Base):
+    """When an appointment's first reminder was sent (the earliest sent outcome's ``at``).
+
+    Kept beside the outcomes so the report joins appointments by key instead of grouping
+    every outcome of a practice: a rebuild of ``MIN(at)`` that the writer keeps current.
+    """
+
+    __tablename__ = "insights_reminded"
+
+    practice_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    appointment_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class FollowupPosition(Base):

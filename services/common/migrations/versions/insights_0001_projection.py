@@ -60,6 +60,13 @@ def upgrade() -> None:
         "ix_insights_outcomes_practice_start", "insights_outcomes", ["practice_id", "start"]
     )
     op.create_table(
+        "insights_reminded",
+        sa.Column("practice_id", sa.String(64), nullable=False),
+        sa.Column("appointment_id", sa.String(64), nullable=False),
+        sa.Column("first_sent_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("practice_id", "appointment_id", name=op.f("pk_insights_reminded")),
+    )
+    op.create_table(
         "insights_positions",
         sa.Column("topic", sa.String(255), nullable=False),
         sa.Column("partition", sa.Integer(), nullable=False),
@@ -70,6 +77,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("insights_positions")
+    op.drop_table("insights_reminded")
     op.drop_index("ix_insights_outcomes_practice_start", table_name="insights_outcomes")
     op.drop_table("insights_outcomes")
     op.drop_index("ix_insights_appointments_practice_week", table_name="insights_appointments")
