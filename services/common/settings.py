@@ -318,7 +318,10 @@ class GatewaySettings(BaseModel):
 
 class InsightsSettings(BaseModel):
     group_id: str = "insights"
+    # Records per fetch; each fetch is one database transaction (rows and positions).
     batch_size: int = Field(default=5_000, ge=1, le=100_000)
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 
 
 class Settings(BaseSettings):
