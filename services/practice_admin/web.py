@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from email.message import EmailMessage
@@ -99,6 +99,7 @@ class Pages:
 
     async def form(self, request: Request, signed: Signed | None) -> FormData:
         form = await request.form(max_files=1, max_fields=200, max_part_size=200 * 1024)
+        request.state.form = form  # closed (uploads and all) after the response
         expected = signed.csrf_token if signed is not None else request.cookies.get(CSRF_COOKIE)
         check_csrf(form, expected)
         return form
@@ -180,6 +181,17 @@ class _SignInFirst(Exception):
 # --------------------------------------------------------------------------- the app
 
 
+async def _close_forms(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    try:
+        return await call_next(request)
+    finally:
+        form = getattr(request.state, "form", None)
+        if form is not None:
+            await form.close()
+
+
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -212,6 +224,7 @@ def build_app(pages: Pages) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    app.middleware("http")(_close_forms)
     app.middleware("http")(security_headers)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
 
