@@ -818,6 +818,10 @@ def build_app(pages: Pages) -> FastAPI:
             signed=signed,
         )
 
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/robots.txt")
     async def robots() -> Response:
         return PlainTextResponse("User-agent: *\nDisallow: /\n")

@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -41,6 +42,7 @@ from tests.web.admin_support import (
 pytestmark = pytest.mark.db
 
 P1, P2 = "01999001", "01999002"
+PAGES = ["", "instellingen", "teksten", "overleggen", "verzendlog", "follow-up"]
 BEHEERDER = "beheer@delinde.example"
 MEDEWERKER = "balie@delinde.example"
 
@@ -241,9 +243,26 @@ async def test_the_sign_in_form_needs_the_token_of_its_own_cookie(site: Site) ->
     assert site.mailer.sent == []
 
 
-# --------------------------------------------------------------------------- authorisation
+FORM = re.compile(r'<form method="post"(.*?)</form>', re.S)
 
-PAGES = ["", "instellingen", "teksten", "overleggen", "verzendlog", "follow-up"]
+
+async def test_every_form_on_every_page_carries_the_csrf_token(site: Site) -> None:
+    async with site.client() as client:
+        login = await client.get("/login")
+        token = csrf_of(login.text)
+        forms = FORM.findall(login.text)
+        assert len(forms) == 2 and all(f'value="{token}"' in form for form in forms)
+        await sign_in(client, site.mailer, BEHEERDER)
+        for name in PAGES:
+            page = await client.get(f"/praktijk/{P1}/{name}")
+            token = csrf_of(page.text)
+            forms = FORM.findall(page.text)
+            assert forms, name
+            for form in forms:
+                assert f'name="csrf_token" value="{token}"' in form, (name, form[:200])
+
+
+# --------------------------------------------------------------------------- authorisation
 
 
 async def test_another_practice_answers_404_on_every_page_and_post(site: Site) -> None:
