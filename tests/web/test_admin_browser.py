@@ -159,7 +159,8 @@ async def test_sign_in_switch_reminders_off_and_the_services_stop_sending(
     assert await page.get_by_text("Herinneringen staan AAN").is_visible()
     await page.screenshot(path=str(SCREENSHOTS / "03-overview.png"), full_page=True)
 
-    await page.get_by_role("link", name="Instellingen").click()
+    menu = page.get_by_role("navigation", name="Praktijkmenu")
+    await menu.get_by_role("link", name="Instellingen").click()
     await page.get_by_label("Uit: er gaan geen herinneringen uit").check()
     assert await page.get_by_text("al gepland zijn niet meer uit").is_visible()
     await page.screenshot(path=str(SCREENSHOTS / "04-instellingen.png"), full_page=True)
@@ -211,7 +212,7 @@ async def test_sign_in_switch_reminders_off_and_the_services_stop_sending(
     ]
 
     # The send log shows it, in plain Dutch.
-    await page.get_by_role("link", name="Verzendlog").click()
+    await menu.get_by_role("link", name="Verzendlog").click()
     row = page.get_by_role("row").filter(has_text="pt-web-1")
     for _ in range(50):
         if await row.count():
@@ -250,13 +251,13 @@ async def test_edit_a_text_and_the_preview_follows_the_unsaved_form(
             break
         await page.wait_for_timeout(100)
     assert "Neem uw nieuwe zorgpas mee." in await text.inner_text()
-    await page.get_by_label("Engels").check()
+    await page.get_by_role("radio", name="Engels").check()
     for _ in range(50):
         if "call the practice" in (await preview.locator("#urgent-line").inner_text()).lower():
             break
         await page.wait_for_timeout(100)
     assert "call the practice" in (await preview.locator("#urgent-line").inner_text()).lower()
-    await page.get_by_label("Nederlands").check()
+    await page.get_by_role("radio", name="Nederlands").check()
     await page.wait_for_timeout(600)
     await page.screenshot(path=str(SCREENSHOTS / "05-teksten.png"), full_page=True)
     await page.get_by_role("button", name="Opslaan").click()
