@@ -7,8 +7,12 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from services.cli import _commands
 from services.cli._base import CliError, run_async
+from services.common.settings import SettingsInvalid
 
 __all__ = ["CliError", "main", "run_async"]
 
@@ -40,6 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
+    except SettingsInvalid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValidationError, SettingsError) as exc:
+        # Settings built by a command itself; pydantic's own text would show the input.
+        print(f"error: {SettingsInvalid.of(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

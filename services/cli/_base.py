@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any
 
-from services.common.settings import Settings
+from services.common.settings import Settings, SettingsInvalid, load_settings
 
 __all__ = ["CliError", "Subparsers", "run_async", "settings_from"]
 
@@ -28,7 +28,10 @@ def run_async(coro: Coroutine[Any, Any, int | None]) -> int:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Settings from the environment, with ``--bootstrap`` and ``--partitions`` on top."""
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsInvalid as exc:
+        raise CliError(str(exc)) from None
     bootstrap = getattr(args, "bootstrap", None)
     partitions = getattr(args, "partitions", None)
     prefix = getattr(args, "topic_prefix", None)

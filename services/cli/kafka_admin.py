@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 from typing import Any
 
 from services.cli._base import CliError, add_kafka_options, run_async, settings_from
 from services.common.kafka import KafkaUnavailable, create_topics, describe_partitions
 from services.common.partition import partition_for
+from services.common.settings import KafkaSettings
 from services.common.topics import Topics
+
+_PROBE_SECONDS = 10.0
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -48,8 +53,12 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     part.add_argument(
         "--partitions",
         type=int,
-        help="partition count (default: REMINDERS_KAFKA__PARTITIONS, 12)",
+        help=(
+            "partition count (default: the count of the topics on the broker, or "
+            "REMINDERS_KAFKA__PARTITIONS when the broker cannot be reached)"
+        ),
     )
+    add_kafka_options(part)
     part.set_defaults(handler=_partition)
 
 
@@ -61,10 +70,24 @@ def _create(args: argparse.Namespace) -> int:
             result = await create_topics(settings.kafka)
         except KafkaUnavailable as exc:
             raise CliError(str(exc), code=1) from exc
+        asked = settings.kafka.partitions
         for name in result.created:
-            print(f"created  {name} ({settings.kafka.partitions} partitions)")
+            print(f"created  {name} ({asked} partitions)")
         for name in result.existing:
-            print(f"existing {name}")
+            if name in result.disagreeing:
+                print(f"DIFFERS  {name} has {result.disagreeing[name]} partitions, not {asked}")
+            else:
+                print(f"existing {name} ({asked} partitions)")
+        if result.disagreeing:
+            counts = sorted(set(result.disagreeing.values()))
+            raise CliError(
+                f"{len(result.disagreeing)} existing topics have "
+                f"{' or '.join(map(str, counts))} partitions, not the {asked} asked for; Kafka "
+                "cannot shrink a topic and growing one moves practices to other partitions: "
+                f"use --partitions {counts[0]} (or REMINDERS_KAFKA__PARTITIONS), or recreate "
+                "the topics",
+                code=1,
+            )
         return 0
 
     return run_async(go())
@@ -90,5 +113,35 @@ def _partition(args: argparse.Namespace) -> int:
     practice_id = args.practice_id.strip()
     if not practice_id:
         raise CliError("PRACTICE_ID is empty")
-    print(partition_for(practice_id, settings.kafka.partitions))
+    count = args.partitions or run_async(_topic_partitions(settings.kafka))
+    print(partition_for(practice_id, count))
     return 0
+
+
+async def _topic_partitions(kafka: KafkaSettings) -> int:
+    """The partition count of the topics on the broker; the setting when it cannot say."""
+    topics = Topics(kafka.topic_prefix)
+    try:
+        async with asyncio.timeout(_PROBE_SECONDS):
+            counts = await describe_partitions(
+                kafka, [topics.appointments, topics.his_appointments, topics.reminders_due]
+            )
+    except (KafkaUnavailable, TimeoutError):
+        print(
+            f"note: Kafka at {kafka.bootstrap_servers} did not answer; using "
+            f"REMINDERS_KAFKA__PARTITIONS={kafka.partitions}",
+            file=sys.stderr,
+        )
+        return kafka.partitions
+    distinct = {n for n in counts.values() if n}
+    if len(distinct) == 1:
+        return distinct.pop()
+    if not distinct:
+        print(
+            f"note: the topics do not exist yet; using REMINDERS_KAFKA__PARTITIONS="
+            f"{kafka.partitions}",
+            file=sys.stderr,
+        )
+        return kafka.partitions
+    listing = ", ".join(f"{t}={n}" for t, n in sorted(counts.items()))
+    raise CliError(f"the topics disagree on their partition count ({listing}): fix that first")

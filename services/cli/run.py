@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
+import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from services.cli._base import CliError
 from services.common.logs import setup_logging
-from services.common.settings import Settings
+from services.common.runtime import EXIT_REFUSED
+from services.common.settings import SettingsInvalid, load_settings
 
 # name -> module with ``create_app(settings) -> FastStream``
 SERVICES = {
@@ -36,7 +40,20 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = Settings()
+    try:
+        settings = load_settings()
+    except SettingsInvalid as exc:
+        # Logging is not set up yet (its format is a setting): write the one JSON line here.
+        line = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "error",
+            "logger": "services.cli.run",
+            "msg": str(exc),
+            "service": args.service,
+            "exit_code": EXIT_REFUSED,
+        }
+        print(json.dumps(line, ensure_ascii=False), file=sys.stderr)
+        return EXIT_REFUSED
     setup_logging(settings.log_level, settings.log_format)
     try:
         module = importlib.import_module(SERVICES[args.service])
@@ -44,4 +61,4 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError(f"service {args.service} is not available: {exc}") from exc
     app = module.create_app(settings)
     asyncio.run(app.run())
-    return 0
+    return int(getattr(app, "exit_code", 0))

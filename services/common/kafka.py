@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+import ssl
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
 from services.common.codec import DecodeError
 from services.common.settings import KafkaSettings
@@ -26,6 +28,8 @@ __all__ = [
     "create_topics",
     "dead_letter_headers",
     "describe_partitions",
+    "explain_unreachable",
+    "keep_trying_broker",
     "make_consumer",
     "make_producer",
     "note_dead_letter",
@@ -44,6 +48,105 @@ class KafkaUnavailable(RuntimeError):
 
 class PartitionMismatch(RuntimeError):
     """Topics disagree on their partition count, so practices would be split wrongly."""
+
+
+def _first_host(bootstrap: str) -> tuple[str, int]:
+    first = bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    return host.strip("[]") or first, int(port) if port.isdigit() else 9092
+
+
+async def explain_unreachable(settings: KafkaSettings, exc: BaseException | None = None) -> str:
+    """One line on why the brokers do not answer, naming the setting to look at.
+
+    The client only says "Unable to bootstrap"; one direct connection to the first
+    bootstrap server shows what actually failed (refused, TLS, SASL). Never a password.
+    """
+    where = settings.bootstrap_servers
+    host, port = _first_host(where)
+    params = settings.aiokafka_params()
+    params.pop("bootstrap_servers", None)
+    cause: BaseException | None = None
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(
+                host, port, client_id=settings.client_id, request_timeout_ms=5000, **params
+            ),
+            timeout=10,
+        )
+        conn.close()
+    except (OSError, KafkaError, TimeoutError, ssl.SSLError, ValueError) as error:
+        cause = error
+    if cause is None:
+        if exc is None:
+            return f"Kafka at {where} answers"
+        return f"Kafka at {where} did not answer the request ({type(exc).__name__}: {exc})"
+    user = settings.sasl_username or ""
+    chain: list[BaseException] = []
+    current: BaseException | None = cause
+    while current is not None and len(chain) < 6:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    if any(isinstance(e, SaslAuthenticationFailed) for e in chain):
+        return (
+            f"Kafka at {where} rejected the SASL credentials of user {user!r} "
+            f"({settings.sasl_mechanism}): check REMINDERS_KAFKA__SASL_USERNAME and "
+            "REMINDERS_KAFKA__SASL_PASSWORD"
+        )
+    if any(isinstance(e, UnsupportedSaslMechanismError) for e in chain):
+        return (
+            f"Kafka at {where} does not offer SASL mechanism {settings.sasl_mechanism}: "
+            "check REMINDERS_KAFKA__SASL_MECHANISM"
+        )
+    cert = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
+    if cert is not None:
+        return (
+            f"TLS certificate of Kafka at {where} is not trusted ({cert.verify_message}): "
+            "set REMINDERS_KAFKA__SSL_CAFILE to the CA that signed it"
+        )
+    if any(isinstance(e, ssl.SSLError) for e in chain):
+        return (
+            f"TLS with Kafka at {where} failed: check REMINDERS_KAFKA__SECURITY_PROTOCOL "
+            f"({settings.security_protocol}) against the listener on that port"
+        )
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(cause):
+        return (
+            f"cannot reach Kafka at {where}: connection refused; check "
+            "REMINDERS_KAFKA__BOOTSTRAP_SERVERS and that the broker runs"
+        )
+    return (
+        f"cannot reach Kafka at {where} ({type(cause).__name__}: {cause}); check "
+        "REMINDERS_KAFKA__BOOTSTRAP_SERVERS and REMINDERS_KAFKA__SECURITY_PROTOCOL"
+    )
+
+
+async def _answers(settings: KafkaSettings) -> None:
+    admin = admin_client(settings)
+    try:
+        await admin.start()
+        await admin.describe_cluster()
+    finally:
+        await admin.close()
+
+
+async def keep_trying_broker(
+    settings: KafkaSettings,
+    on_failure: Callable[[str], None],
+    *,
+    first_delay: float = 1.0,
+    max_delay: float = 30.0,
+) -> None:
+    """Wait until the brokers answer, however long: back off from `first_delay` to
+    `max_delay` and report each failure's reason (an orchestrator restarts nothing)."""
+    delay = first_delay
+    while True:
+        try:
+            await _answers(settings)
+            return
+        except (KafkaError, OSError, TimeoutError) as exc:
+            on_failure(await explain_unreachable(settings, exc))
+        await asyncio.sleep(delay)
+        delay = min(max_delay, delay * 2)
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
@@ -83,6 +186,8 @@ def admin_client(settings: KafkaSettings) -> AIOKafkaAdminClient:
 class TopicsResult:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
+    # Existing topics whose partition count is not the one asked for: name -> count.
+    disagreeing: dict[str, int] = field(default_factory=dict)
 
 
 async def create_topics(
@@ -120,6 +225,11 @@ async def create_topics(
         ) from exc
     finally:
         await admin.close()
+    if result.existing:
+        counts = await describe_partitions(settings, result.existing)
+        result.disagreeing = {
+            name: n for name, n in counts.items() if n and n != settings.partitions
+        }
     return result
 
 

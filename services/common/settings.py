@@ -6,11 +6,13 @@ here, so TLS and SASL behave the same in every service and in the CLI.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
+from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 __all__ = [
     "AdminSettings",
@@ -24,9 +26,53 @@ __all__ = [
     "PushSettings",
     "SchedulerSettings",
     "Settings",
+    "SettingsInvalid",
     "SmtpSettings",
+    "env_name",
+    "is_loopback_host",
     "load_settings",
 ]
+
+ENV_PREFIX = "REMINDERS_"
+
+
+def is_loopback_host(host: str) -> bool:
+    """localhost or a loopback address: a hop that never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def env_name(loc: Iterable[object]) -> str:
+    """The environment variable behind a settings field: ("kafka", "port") ->
+    REMINDERS_KAFKA__PORT."""
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+class SettingsInvalid(ValueError):
+    """Settings that cannot be used. The message names fields (as environment variables)
+    and what is wrong with them, never a value: values may be passwords."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("settings invalid: " + "; ".join(problems))
+        self.problems = problems
+
+    @classmethod
+    def of(cls, exc: ValidationError | SettingsError) -> SettingsInvalid:
+        if isinstance(exc, SettingsError):
+            # pydantic-settings names the field and the source, never the value; keep only
+            # the field (the source is always the environment or .env).
+            text = str(exc)
+            field_name = text.split('"')[1] if text.count('"') >= 2 else "?"
+            return cls([f"{env_name([field_name])}: not valid JSON for a nested setting"])
+        problems = []
+        for error in exc.errors(include_url=False, include_input=False, include_context=False):
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{env_name(error['loc'])}: {message}")
+        return cls(problems)
 
 
 class KafkaSettings(BaseModel):
@@ -50,9 +96,14 @@ class KafkaSettings(BaseModel):
         if self.security_protocol.startswith("SASL_") and not (
             self.sasl_mechanism and self.sasl_username and self.sasl_password
         ):
+            missing = [
+                env_name(["kafka", name])
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if not getattr(self, name)
+            ]
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs sasl_mechanism, "
-                "sasl_username and sasl_password"
+                f"sasl_username and sasl_password; missing: {', '.join(missing)}"
             )
         return self
 
@@ -122,8 +173,10 @@ class MetricsSettings(BaseModel):
 
 class SmtpSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = 25
-    security: Literal["none", "starttls", "tls"] = "starttls"
+    port: int = Field(default=25, ge=1, le=65535)
+    # auto: STARTTLS with a checked certificate, required for any host but a loopback
+    # relay, where it is used when offered. tls: TLS from the first byte (port 465).
+    security: Literal["auto", "none", "starttls", "tls"] = "auto"
     username: str | None = None
     password: SecretStr | None = None
     ca_file: str | None = None
@@ -132,6 +185,17 @@ class SmtpSettings(BaseModel):
     idle_noop_seconds: float = 30.0
     timeout: float = 15.0
     message_id_domain: str = "reminders.invalid"
+
+    @model_validator(mode="after")
+    def _no_clear_auth(self) -> SmtpSettings:
+        if self.username and self.security == "none" and not is_loopback_host(self.host):
+            # AUTH over a clear connection would hand the password to anyone on the path.
+            raise ValueError(
+                "REMINDERS_SMTP__USERNAME is set with REMINDERS_SMTP__SECURITY=none for a "
+                "host that is not loopback: AUTH would cross the network unencrypted; use "
+                "auto, starttls or tls"
+            )
+        return self
 
 
 class PushSettings(BaseModel):
@@ -276,4 +340,8 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)
+    """Settings from the environment; raises SettingsInvalid, which names fields only."""
+    try:
+        return Settings(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        raise SettingsInvalid.of(exc) from None

@@ -29,7 +29,7 @@ from faststream.kafka import KafkaBroker
 from schemas.models import Outcome
 from services.common.clock import Clock, SystemClock
 from services.common.kafka import admin_client, check_partitions, make_consumer, make_producer
-from services.common.runtime import make_app, make_broker
+from services.common.runtime import StartRefused, make_app, make_broker
 from services.common.settings import PushSettings, Settings, SmtpSettings
 from services.common.topics import Topics
 from services.notifier.delivery import Deliverer, EmailTransport, PushTransport
@@ -118,6 +118,7 @@ class NotifierService:
         self._smtp: EmailTransport | None = smtp
         self._push: PushTransport | None = push
         self._owned: list[SmtpPool | WebPushSender] = []  # senders made here, closed on stop
+        self._pool: SmtpPool | None = None
         self._ctx: NotifierContext | None = None
         self._workers: dict[int, PartitionWorker] = {}
         self._assigned: set[int] = set()
@@ -175,10 +176,15 @@ class NotifierService:
         if self._smtp is None:
             pool = SmtpPool(smtp_options(settings.smtp))
             await pool.start()
+            pool.watch()  # says at once, and on /readyz, when no mail can go out
             self._owned.append(pool)
             self._smtp = pool
+            self._pool = pool
         if self._push is None:
-            sender = _push_sender(settings.push)
+            try:
+                sender = _push_sender(settings.push)
+            except ValueError as exc:  # the messages name the problem, never the key
+                raise StartRefused(f"Web Push (REMINDERS_PUSH__VAPID_*): {exc}") from None
             if sender is None:
                 log.warning("no VAPID key configured: Web Push is off, e-mail only")
             else:
@@ -256,7 +262,7 @@ class NotifierService:
         for owned in reversed(self._owned):
             await owned.close()
             if owned is self._smtp:
-                self._smtp = None
+                self._smtp = self._pool = None
             if owned is self._push:
                 self._push = None
         self._owned.clear()
@@ -276,7 +282,14 @@ class NotifierService:
             and not self._dispatcher.done()
             and all(w.ready for w in self._workers.values())
         )
-        return ready, {"partitions": states}
+        details: dict[str, object] = {"partitions": states}
+        problem = self._pool.problem if self._pool is not None else None
+        if problem is not None:
+            # No mail can go out at all: not ready, whatever the partitions say.
+            ready = False
+            details["reason"] = f"no mail can be sent: {problem.message}"
+            details["mail"] = {"problem": problem.reason}
+        return ready, details
 
     # ------------------------------------------------------------------ views for tests
     @property

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
-import ipaddress
 import logging
 import re
 import secrets
@@ -28,9 +27,19 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 
+from services.common.settings import is_loopback_host
 from services.notifier.errors import PermanentSendError, SendError, TransientSendError
+from services.notifier.mail_health import MailHealth, SmtpProblem, diagnose, outcome_reason
 
-__all__ = ["SmtpOptions", "SmtpPool", "compose_email", "message_id_for"]
+__all__ = [
+    "SmtpOptions",
+    "SmtpPool",
+    "SmtpSecurity",
+    "TlsPlan",
+    "compose_email",
+    "message_id_for",
+    "tls_plan",
+]
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +209,45 @@ def _check_unsubscribe_url(url: str) -> str:
 # --------------------------------------------------------------------------- SMTP pool
 
 
+SmtpSecurity = Literal["auto", "none", "starttls", "tls"]
+
+
+@dataclass(frozen=True)
+class TlsPlan:
+    """How one SMTP connection is secured."""
+
+    implicit_tls: bool  # TLS from the first byte (port 465)
+    start_tls: bool | None  # True: required; None: when the server offers it; False: never
+    verify: bool  # check the certificate chain and host name
+
+
+def tls_plan(host: str, security: SmtpSecurity, *, loopback: bool | None = None) -> TlsPlan:
+    """The security a setting means for a host.
+
+    `auto` (the default): any host but a loopback relay must offer STARTTLS and pass the
+    certificate check; a loopback relay gets STARTTLS when it offers it, unchecked, since
+    the connection never leaves the machine (a local relay often has a self-signed
+    certificate). `loopback` overrides what the host name says (tests).
+    """
+    if security == "tls":
+        return TlsPlan(implicit_tls=True, start_tls=False, verify=True)
+    if security == "starttls":
+        return TlsPlan(implicit_tls=False, start_tls=True, verify=True)
+    if security == "none":
+        return TlsPlan(implicit_tls=False, start_tls=False, verify=False)
+    local = is_loopback_host(host) if loopback is None else loopback
+    if local:
+        return TlsPlan(implicit_tls=False, start_tls=None, verify=False)
+    return TlsPlan(implicit_tls=False, start_tls=True, verify=True)
+
+
 @dataclass(frozen=True)
 class SmtpOptions:
-    """Where and how to talk SMTP. Certificates are always verified; `ca_file` adds a CA."""
+    """Where and how to talk SMTP (see `tls_plan`); `ca_file` adds a CA to trust."""
 
     host: str
     port: int
-    security: Literal["none", "starttls", "tls"] = "starttls"
+    security: SmtpSecurity = "auto"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: str | None = None
@@ -216,26 +257,29 @@ class SmtpOptions:
     timeout: float = 15.0
     # EHLO name; None asks the OS for the FQDN once, at start().
     local_hostname: str | None = None
+    # None: decided from the host name. False makes a loopback test server count as remote.
+    loopback: bool | None = None
+    # While no mail can go out, how often watch() tries to connect again.
+    recheck_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.pool_size < 1:
             raise ValueError("pool_size must be at least 1")
         if self.max_messages_per_connection < 1:
             raise ValueError("max_messages_per_connection must be at least 1")
-        if self.security not in ("none", "starttls", "tls"):
-            raise ValueError("security must be none, starttls or tls")
-        if self.username is not None and self.security == "none" and not _is_loopback(self.host):
+        if self.security not in ("auto", "none", "starttls", "tls"):
+            raise ValueError("security must be auto, none, starttls or tls")
+        if self.username is not None and self.security == "none" and not self.is_loopback:
             # AUTH over a clear connection would hand the password to anyone on the path.
-            raise ValueError("SMTP AUTH needs security=starttls or tls (except on loopback)")
+            raise ValueError("SMTP AUTH needs security=auto, starttls or tls (except on loopback)")
 
+    @property
+    def is_loopback(self) -> bool:
+        return is_loopback_host(self.host) if self.loopback is None else self.loopback
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    @property
+    def plan(self) -> TlsPlan:
+        return tls_plan(self.host, self.security, loopback=self.loopback)
 
 
 @dataclass(eq=False)
@@ -249,32 +293,10 @@ def _redact(text: str) -> str:
     return _ADDRESS_LIKE.sub("<address>", " ".join(text.split()))[:200]
 
 
-def _has_cert_error(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _classify_connect(exc: Exception) -> TransientSendError:
+def _connect_error(problem: SmtpProblem) -> TransientSendError:
     """Anything that goes wrong before a message is on the wire is the server's or the
     configuration's fault, not the message's: always worth a retry."""
-    name = type(exc).__name__
-    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return TransientSendError("smtp_auth_failed", f"AUTH refused with {exc.code}")
-    if _has_cert_error(exc):
-        return TransientSendError("smtp_tls_failed", "server certificate not trusted")
-    if isinstance(exc, TimeoutError):
-        return TransientSendError("timeout", f"connect timed out ({name})")
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return TransientSendError(
-            "smtp_unavailable", f"connect answered {exc.code}: {_redact(exc.message)}"
-        )
-    return TransientSendError("smtp_unavailable", f"connect failed ({name}: {_redact(str(exc))})")
+    return TransientSendError(outcome_reason(problem), problem.message)
 
 
 def _classify_send(exc: Exception) -> SendError:
@@ -330,6 +352,14 @@ class SmtpPool:
         self._tls: ssl.SSLContext | None = None
         self._local_hostname = options.local_hostname
         self._closed = False
+        self._plan = options.plan
+        self._watcher: asyncio.Task[None] | None = None
+        self.health = MailHealth()
+
+    @property
+    def problem(self) -> SmtpProblem | None:
+        """Why no mail can go out right now (the last connect failed), or None."""
+        return self.health.problem
 
     async def __aenter__(self) -> SmtpPool:
         await self.start()
@@ -347,7 +377,7 @@ class SmtpPool:
         """Prepare TLS and the slots; connections open lazily on the first sends."""
         if self._slots is not None:
             return
-        if self.options.security != "none":
+        if self._plan.implicit_tls or self._plan.start_tls is not False:
             # Loading the system CA store reads files: keep it off the event loop.
             self._tls = await asyncio.to_thread(self._make_tls_context)
         if self._local_hostname is None:
@@ -363,7 +393,52 @@ class SmtpPool:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
         if self.options.ca_file:
             context.load_verify_locations(cafile=self.options.ca_file)
+        if not self._plan.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         return context
+
+    async def check(self) -> SmtpProblem | None:
+        """Open one session (connect, TLS, AUTH) and QUIT: None when mail can go out."""
+        return (await self.probe())[0]
+
+    async def probe(self) -> tuple[SmtpProblem | None, str]:
+        """Open one session and QUIT: (None, what the session was) or (the problem, its
+        message)."""
+        if self._slots is None:
+            raise RuntimeError("SmtpPool.start() was not called")
+        opts = self.options
+        try:
+            conn = await self._open()
+        except TransientSendError as exc:
+            problem = self.problem
+            return problem, problem.message if problem is not None else exc.detail
+        encrypted = conn.client.get_transport_info("sslcontext") is not None
+        if self._plan.implicit_tls:
+            tls = "TLS"
+        elif encrypted:
+            tls = "STARTTLS"
+        else:
+            tls = "no TLS (none offered)" if self._plan.start_tls is None else "no TLS"
+        if encrypted:
+            tls += ", certificate checked" if self._plan.verify else ", certificate not checked"
+        auth = "AUTH accepted" if opts.username is not None else "no AUTH configured"
+        await self._quit(conn)
+        where = f"{opts.host}:{opts.port}"
+        return None, f"{where} answers (security={opts.security}): {tls}; {auth}"
+
+    def watch(self) -> None:
+        """Check now, and again every `recheck_seconds` while no mail can go out, so that
+        readiness follows the server even when nothing is waiting to be sent."""
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="smtp-watch")
+
+    async def _watch(self) -> None:
+        while not self._closed:
+            # Once healthy, the sends themselves notice when it breaks again.
+            if self.problem is not None or self.connections_opened == 0:
+                await self.check()
+            await asyncio.sleep(self.options.recheck_seconds)
 
     async def close(self) -> None:
         """Let in-flight sends finish (up to `timeout`), then QUIT every connection."""
@@ -371,6 +446,11 @@ class SmtpPool:
             self._closed = True
             return
         self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         slots = self._slots
         held: list[_Connection] = []
         with contextlib.suppress(TimeoutError):
@@ -387,6 +467,7 @@ class SmtpPool:
         # Wake any sender still queued for a slot; it will see the pool is closed.
         while not slots.full():
             slots.put_nowait(None)
+        self.health.forget()
 
     async def send(self, msg: EmailMessage) -> None:
         """Hand one message to the server. Raises TransientSendError/PermanentSendError."""
@@ -460,8 +541,8 @@ class SmtpPool:
             port=opts.port,
             local_hostname=self._local_hostname,
             timeout=opts.timeout,
-            use_tls=opts.security == "tls",
-            start_tls=opts.security == "starttls",
+            use_tls=self._plan.implicit_tls,
+            start_tls=self._plan.start_tls,
             tls_context=self._tls,
             username=opts.username,
             password=opts.password,
@@ -470,10 +551,21 @@ class SmtpPool:
             await client.connect()
         except Exception as exc:
             client.close()
-            raise _classify_connect(exc) from exc
+            problem = diagnose(
+                exc,
+                host=opts.host,
+                port=opts.port,
+                security=opts.security,
+                auth=opts.username is not None,
+                timeout=opts.timeout,
+            )
+            self.health.failed(problem)
+            # The chained exception would drag server replies into tracebacks.
+            raise _connect_error(problem) from None
         except BaseException:
             client.close()
             raise
+        self.health.succeeded()
         self.connections_opened += 1
         conn = _Connection(client)
         self._live.add(conn)

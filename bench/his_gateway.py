@@ -1,0 +1,313 @@
+"""Benchmark: HTTP PUTs through one his-gateway process, beside a raw aiokafka producer.
+
+    .venv/bin/python bench/his_gateway.py [--events 20000] [--clients 50] [--bootstrap HOST:PORT]
+
+Without --bootstrap a local broker is started (deploy/kafka/kafka-local). The gateway runs
+as its own process (``reminders run his-gateway``, SQLite client store, uvicorn) on
+loopback; ``--clients`` concurrent HTTP clients (aiohttp, one keep-alive connection each)
+PUT FHIR R4 Appointments across 20 practices, each waiting for its answer (a 200 means the
+broker confirmed with acks=all). Then, in the same run, a raw aiokafka producer with the
+same settings (idempotent, acks=all, linger 2 ms) publishes the same events with the same
+concurrency: as many sends in flight, each awaited. The last line holds the figures, the
+floors and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+
+from services.common.kafka import create_topics, make_producer
+from services.common.settings import KafkaSettings
+from services.common.topics import Topics
+
+ROOT = Path(__file__).resolve().parents[1]
+FHIR = "application/fhir+json"
+PRACTICES = [f"0100{n:04d}" for n in range(20)]
+RATE_FLOOR = 2000.0
+P99_CEILING_MS = 100.0
+RATIO_FLOOR = 0.5
+
+
+def _resources(count: int) -> list[tuple[str, str, bytes]]:
+    """(practice, appointment id, FHIR JSON) for ``count`` distinct appointments."""
+    template: dict[str, Any] = json.loads(
+        (ROOT / "deploy" / "examples" / "his" / "appointment-fhir.json").read_text()
+    )
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2)
+    out = []
+    for n in range(count):
+        practice = PRACTICES[n % len(PRACTICES)]
+        document = json.loads(json.dumps(template))
+        appointment = f"B-{uuid.uuid4().hex[:12]}"
+        begin = start + timedelta(minutes=10 * (n % 500))
+        document.update(
+            id=appointment,
+            start=begin.isoformat(),
+            end=(begin + timedelta(minutes=10)).isoformat(),
+        )
+        document["participant"][0]["actor"]["reference"] = f"Patient/pt-{n:08x}"
+        document["participant"][3]["actor"]["identifier"]["value"] = practice
+        out.append((practice, appointment, json.dumps(document).encode()))
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def _client(db_url: str) -> tuple[str, str]:
+    from services.common.db import create_engine, session_factory, upgrade
+    from services.his_gateway.clients import SqlClientStore
+
+    engine = create_engine(db_url)
+    try:
+        await upgrade(engine)
+        record, secret = await SqlClientStore(session_factory(engine)).add("benchmark", PRACTICES)
+    finally:
+        await engine.dispose()
+    return record.client_id, secret
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _server_stack() -> str:
+    """What uvicorn's "auto" picks in this environment (httptools and uvloop are faster)."""
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{http}+{loop}"
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _http_phase(
+    base: str, token: str, events: list[tuple[str, str, bytes]], clients: int
+) -> tuple[float, list[float]]:
+    queue = iter(events)
+    latencies: list[float] = []
+    failures: list[str] = []
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": FHIR}
+
+    async def worker() -> None:
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(base, connector=connector, headers=headers) as http:
+            for _, appointment, body in queue:
+                started = time.perf_counter()
+                async with http.put(
+                    f"/fhir/Appointment/{appointment}",
+                    data=body,
+                    headers={"Prefer": "return=minimal"},
+                ) as response:
+                    await response.read()
+                    if response.status != 200:
+                        failures.append(f"{response.status}")
+                latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"{len(failures)} PUTs failed, e.g. HTTP {failures[0]}")
+    return elapsed, latencies
+
+
+async def _raw_phase(
+    kafka: KafkaSettings, topic: str, events: list[tuple[str, str, bytes]], concurrency: int
+) -> tuple[float, list[float]]:
+    producer = make_producer(kafka, linger_ms=2, max_batch_size=256 * 1024)
+    await producer.start()
+    queue = iter(events)
+    latencies: list[float] = []
+    headers = [("content-type", FHIR.encode())]
+
+    async def worker() -> None:
+        for practice, _, body in queue:
+            begun = time.perf_counter()
+            await producer.send_and_wait(topic, body, key=practice.encode(), headers=headers)
+            latencies.append(time.perf_counter() - begun)
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    finally:
+        await producer.stop()
+    return elapsed, latencies
+
+
+async def _wait_ready(base: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(base) as http:
+        while True:
+            try:
+                async with http.get("/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the gateway did not become ready")
+            await asyncio.sleep(0.2)
+
+
+async def _token(base: str, client_id: str, secret: str) -> str:
+    basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    async with (
+        aiohttp.ClientSession(base) as http,
+        http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": f"Basic {basic}"},
+        ) as response,
+    ):
+        body = await response.json()
+        return str(body["access_token"])
+
+
+async def run(
+    bootstrap: str, events_count: int, clients: int, partitions: int, profile: str | None
+) -> None:
+    prefix = f"bench{uuid.uuid4().hex[:6]}."
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions)
+    await create_topics(kafka)
+    topic = Topics(prefix).his_appointments
+    workdir = Path(tempfile.mkdtemp(prefix="his-gateway-bench-"))
+    db_url = f"sqlite+aiosqlite:///{workdir / 'gateway.sqlite3'}"
+    client_id, secret = await _client(db_url)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "REMINDERS_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "REMINDERS_KAFKA__TOPIC_PREFIX": prefix,
+        "REMINDERS_KAFKA__PARTITIONS": str(partitions),
+        "REMINDERS_DATABASE__URL": db_url,
+        "REMINDERS_GATEWAY__PORT": str(port),
+        "REMINDERS_GATEWAY__TOKEN_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+        "REMINDERS_LOG_LEVEL": "WARNING",
+    }
+    log = (workdir / "gateway.log").open("w")
+    command = [sys.executable, "-m", "services.cli", "run", "his-gateway"]
+    if profile:
+        # py-spy's collapsed stacks of the gateway process, for finding the hot spots.
+        command = [
+            str(Path(sys.executable).with_name("py-spy")),
+            "record",
+            "--format",
+            "raw",
+            "-o",
+            profile,
+            "--",
+            *command,
+        ]
+    gateway = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measurement)
+        command,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_ready(base)
+        token = await _token(base, client_id, secret)
+        warmup = _resources(min(2000, events_count // 5))
+        await _http_phase(base, token, warmup, clients)
+        events = _resources(events_count)
+        if profile:
+            # py-spy's collapsed stacks of the gateway process while it serves the PUTs.
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw"]
+            spy += ["--duration", "8", "-o", profile, "--pid", str(gateway.pid)]
+            spying = subprocess.Popen(spy)  # noqa: ASYNC220
+        cpu_before = _cpu_seconds(gateway.pid)
+        http_seconds, http_latencies = await _http_phase(base, token, events, clients)
+        gateway_cpu = _cpu_seconds(gateway.pid) - cpu_before
+        own_cpu = time.process_time()
+        raw_seconds, raw_latencies = await _raw_phase(kafka, topic, events, clients)
+        raw_cpu = time.process_time() - own_cpu
+        if profile:
+            spying.wait(timeout=60)
+    finally:
+        gateway.terminate()
+        try:
+            gateway.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        log.close()
+    rate = events_count / http_seconds
+    raw_rate = events_count / raw_seconds
+    p50 = _percentile(http_latencies, 0.50) * 1000
+    p99 = _percentile(http_latencies, 0.99) * 1000
+    raw_p99 = _percentile(raw_latencies, 0.99) * 1000
+    ratio = rate / raw_rate
+    ok = rate >= RATE_FLOOR and p99 < P99_CEILING_MS and ratio >= RATIO_FLOOR
+    per_event = gateway_cpu / events_count * 1e6
+    print(
+        f"{events_count} events, {clients} clients, {partitions} partitions; gateway process "
+        f"CPU {per_event:,.0f} us/event (one full core: {1e6 / per_event:,.0f} events/s), "
+        f"used {gateway_cpu / http_seconds:.2f} cores; raw producer CPU "
+        f"{raw_cpu / events_count * 1e6:,.0f} us/event, p99 {raw_p99:.1f} ms; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; uvicorn on "
+        f"{_server_stack()}; "
+        f"gateway log {workdir / 'gateway.log'}",
+        flush=True,
+    )
+    print(
+        f"his-gateway: {rate:,.0f} events/s (floor {RATE_FLOOR:,.0f}), p50 {p50:.1f} ms, "
+        f"p99 {p99:.1f} ms (ceiling {P99_CEILING_MS:.0f}); raw aiokafka {raw_rate:,.0f} "
+        f"events/s; ratio {ratio:.2f} (floor {RATIO_FLOOR:.2f}): {'PASS' if ok else 'BELOW'}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--bootstrap", help="an existing broker (default: start a local one)")
+    parser.add_argument("--profile", metavar="FILE", help="record the gateway with py-spy")
+    args = parser.parse_args()
+    bootstrap = args.bootstrap or os.environ.get("REMINDERS_BENCH_KAFKA_BOOTSTRAP")
+    broker = None
+    if not bootstrap:
+        from services.common.local_kafka import LocalKafka
+
+        broker = LocalKafka()
+        bootstrap = broker.start()
+    try:
+        asyncio.run(run(bootstrap, args.events, args.clients, args.partitions, args.profile))
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

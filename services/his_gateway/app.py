@@ -1,0 +1,90 @@
+"""``reminders run his-gateway``: the FastAPI app on uvicorn until SIGINT/SIGTERM.
+
+:func:`create_app` builds it from settings. ``run`` refuses to start on an older database
+schema or without a token secret (one line naming what to do); it serves ``/healthz``,
+``/readyz`` (ready once the broker is connected and the schema is current) and
+``/metrics`` on the gateway's own port, beside the API and ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from services.common.db import (
+    SchemaOutdated,
+    create_engine,
+    require_current_schema,
+    session_factory,
+)
+from services.common.metrics import track_readiness
+from services.common.settings import Settings
+from services.his_gateway.api import build_api
+from services.his_gateway.clients import SqlClientStore
+from services.his_gateway.gateway import Gateway, GatewayConfigError, token_secret_for
+from services.his_gateway.publisher import KafkaPublisher
+
+__all__ = ["GatewayApp", "build_gateway", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """The gateway on the shared database and Kafka, as ``reminders run`` builds it."""
+    engine = create_engine(settings.database)
+    return Gateway(
+        settings.gateway,
+        store=SqlClientStore(session_factory(engine)),
+        publisher=KafkaPublisher(settings),
+        token_secret=token_secret_for(settings.gateway),
+        engine=engine,
+    )
+
+
+class GatewayApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def build(self) -> tuple[Gateway, FastAPI]:
+        gateway = build_gateway(self.settings)
+        return gateway, build_api(gateway)
+
+    async def run(self) -> None:
+        try:
+            gateway, api = self.build()
+        except GatewayConfigError as exc:
+            log.error("his-gateway cannot start", extra={"reason": str(exc)})
+            raise SystemExit(f"his-gateway: {exc}") from None
+        if gateway.engine is not None:
+            try:
+                await require_current_schema(gateway.engine)
+            except SchemaOutdated as exc:
+                await gateway.engine.dispose()
+                log.error("his-gateway cannot start", extra={"reason": str(exc)})
+                raise SystemExit(f"his-gateway: {exc}") from None
+        track_readiness("his-gateway", gateway.readiness)
+        options = self.settings.gateway
+        config = uvicorn.Config(
+            api,
+            host=options.host,
+            port=options.port,
+            log_config=None,
+            access_log=False,  # paths name appointments; the metrics count requests
+            lifespan="on",
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        try:
+            await server.serve()
+        finally:
+            if gateway.engine is not None:
+                await gateway.engine.dispose()
+        if not server.started:
+            # The lifespan failed (logged by uvicorn): say so with a status, not silence.
+            raise SystemExit("his-gateway: did not start (see the log above)")
+
+
+def create_app(settings: Settings) -> GatewayApp:
+    return GatewayApp(settings)

@@ -1,0 +1,198 @@
+"""Publishing accepted events to ``his.appointments.v1`` with FastStream's Kafka broker.
+
+The producer is idempotent with ``acks=all``: a publish returns only once every in-sync
+replica has the record, and the producer's own retries never write it twice. Records are
+keyed by the practice id alone, so Kafka's default (murmur2) partitioner puts each on its
+practice's partition, as for any HIS connector. A FHIR resource keeps the header
+``content-type: application/fhir+json``, which is how booking_events tells the forms apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from faststream.kafka import KafkaBroker
+
+from services.common.kafka import check_partitions
+from services.common.partition import partition_for
+from services.common.settings import Settings
+from services.common.topics import Topics
+from services.his_gateway.validation import FHIR_CONTENT_TYPE
+
+__all__ = [
+    "KafkaPublisher",
+    "MemoryPublisher",
+    "OutRecord",
+    "Placement",
+    "PublishFailed",
+    "Publisher",
+]
+
+log = logging.getLogger(__name__)
+
+_NATIVE_CONTENT_TYPE: Final = "application/json"
+_RETRY_SECONDS: Final = 2.0
+_PING_SECONDS: Final = 5.0
+
+
+class PublishFailed(RuntimeError):
+    """The broker did not confirm the record in time; the client should retry."""
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    practice_id: str
+    value: bytes
+    fhir: bool
+
+
+@dataclass(frozen=True)
+class Placement:
+    partition: int
+    offset: int
+
+
+class Publisher(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    def describe(self) -> dict[str, object]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, record: OutRecord) -> Placement: ...
+
+
+class KafkaPublisher:
+    """FastStream ``KafkaBroker`` as a producer only; connects (and reconnects) in the
+    background so the HTTP side can answer ``/readyz`` while Kafka is away."""
+
+    def __init__(self, settings: Settings, *, timeout_seconds: float = 15.0) -> None:
+        self._kafka = settings.kafka
+        self.topic = Topics(settings.kafka.topic_prefix).his_appointments
+        self._timeout = timeout_seconds
+        self.broker = KafkaBroker(
+            **settings.kafka.faststream_params(),
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=int(timeout_seconds * 1000),
+            logger=logging.getLogger("faststream.his_gateway"),
+        )
+        self._connected = False
+        self._partitions = 0
+        self._error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def describe(self) -> dict[str, object]:
+        details: dict[str, object] = {"broker": "connected" if self._connected else "waiting"}
+        if self._error is not None and not self._connected:
+            details["broker_error"] = self._error
+        return details
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._keep_connected(), name="his-gateway-kafka")
+
+    async def connect(self) -> None:
+        """Connect now (tests, the benchmark); raises if the broker or topic is missing."""
+        self._partitions = await check_partitions(self._kafka, [self.topic])
+        await self.broker.connect()
+        self._connected = True
+        self._error = None
+
+    async def _keep_connected(self) -> None:
+        while True:
+            if not self._connected:
+                try:
+                    await self.connect()
+                    log.info(
+                        "connected to Kafka",
+                        extra={"topic": self.topic, "partitions": self._partitions},
+                    )
+                except Exception as exc:
+                    self._error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    log.warning("Kafka not reachable yet; retrying", extra={"error": self._error})
+                    await asyncio.sleep(_RETRY_SECONDS)
+                    continue
+            await asyncio.sleep(_PING_SECONDS)
+            with contextlib.suppress(Exception):
+                if not await self.broker.ping(timeout=_PING_SECONDS):
+                    self._connected = False
+                    self._error = "the broker does not answer"
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        self._connected = False
+
+    async def publish(self, record: OutRecord) -> Placement:
+        if not self._connected:
+            raise PublishFailed("not connected to Kafka")
+        content_type = FHIR_CONTENT_TYPE if record.fhir else _NATIVE_CONTENT_TYPE
+        try:
+            metadata = await asyncio.wait_for(
+                self.broker.publish(
+                    record.value,
+                    self.topic,
+                    key=record.practice_id.encode("utf-8"),
+                    headers={"content-type": content_type},
+                ),
+                self._timeout,
+            )
+        except Exception as exc:
+            raise PublishFailed(str(exc) or type(exc).__name__) from exc
+        if self._partitions and metadata.partition != partition_for(
+            record.practice_id, self._partitions
+        ):
+            # Cannot happen with the default partitioner; booking_events would DLQ it.
+            log.error(
+                "an event landed off its practice's partition",
+                extra={"partition": metadata.partition, "practice_id": record.practice_id},
+            )
+        return Placement(partition=metadata.partition, offset=metadata.offset)
+
+
+class MemoryPublisher:
+    """Keeps what it is given (tests, trying the HTTP side without Kafka); ``down`` makes
+    every publish fail as an unconfirmed one would."""
+
+    def __init__(self, partitions: int = 12) -> None:
+        self.records: list[OutRecord] = []
+        self.down = False
+        self._partitions = partitions
+        self._connected = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def describe(self) -> dict[str, object]:
+        return {"broker": "connected" if self._connected else "waiting"}
+
+    async def start(self) -> None:
+        self._connected = True
+
+    async def stop(self) -> None:
+        self._connected = False
+
+    async def publish(self, record: OutRecord) -> Placement:
+        if self.down or not self._connected:
+            raise PublishFailed("not connected")
+        self.records.append(record)
+        return Placement(partition_for(record.practice_id, self._partitions), len(self.records) - 1)
