@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -11,21 +10,13 @@ from typing import Protocol
 import aiosmtplib
 
 from services.common.settings import SmtpSettings
+from services.common.smtp_tls import tls_plan
 
 __all__ = ["Mailer", "SmtpMailer"]
 
 
 class Mailer(Protocol):
     async def send(self, message: EmailMessage) -> None: ...
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class SmtpMailer:
@@ -47,20 +38,17 @@ class SmtpMailer:
 
     async def send(self, message: EmailMessage) -> None:
         s = self._settings
-        context = ssl.create_default_context(cafile=s.ca_file) if s.security != "none" else None
-        # STARTTLS is required towards any host but a loopback relay, where it is used
-        # only when offered (DESIGN.md, Messages).
-        start_tls: bool | None = None
-        if s.security == "starttls":
-            start_tls = None if _is_loopback(s.host) else True
-        elif s.security == "none":
-            start_tls = False
+        plan = tls_plan(s.host, s.security)
+        context = ssl.create_default_context(cafile=s.ca_file)
+        if not plan.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
         await aiosmtplib.send(
             message,
             hostname=s.host,
             port=s.port,
-            use_tls=s.security == "tls",
-            start_tls=start_tls,
+            use_tls=plan.implicit_tls,
+            start_tls=plan.start_tls,
             tls_context=context,
             username=s.username,
             password=s.password.get_secret_value() if s.password else None,

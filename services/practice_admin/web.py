@@ -30,7 +30,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.models import PracticeConfig
 from services.common.clock import Clock
-from services.common.meetings import DEFAULT_KEYWORDS, classify
 from services.common.practice_config import ConfigRejected, validate_practice_config
 from services.common.preview import (
     RenderedReminder,
@@ -39,6 +38,7 @@ from services.common.preview import (
     sample_appointment,
     urgent_line,
 )
+from services.domain.classify import DEFAULT_KEYWORDS, classify
 from services.practice_admin import forms
 from services.practice_admin.config_store import ConfigSource, VersionConflict
 from services.practice_admin.i18n import LANGUAGES, REASONS, translator
