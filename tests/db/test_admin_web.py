@@ -610,3 +610,27 @@ async def test_health_readiness_and_metrics(site: Site) -> None:
         assert (await client.get("/readyz")).status_code == 200
         metrics = await client.get("/metrics")
         assert "practice_admin_signins_total" in metrics.text
+
+
+async def test_a_new_appointment_type_is_added_with_its_own_template(site: Site) -> None:
+    async with site.client() as client:
+        await sign_in(client, site.mailer, BEHEERDER)
+        page = await client.get(f"/praktijk/{P1}/teksten", params={"nieuw": "1"})
+        assert page.status_code == 200 and 'id="code"' in page.text
+        form = {
+            "csrf_token": csrf_of(page.text),
+            "version": "3",
+            "code": "OREN",
+            "label": "Oren uitspuiten",
+            "with_whom": "de assistente",
+            "tpl_nl_subject": "Uw afspraak: {{ label }} op {{ date_text }}",
+            "preview_lang": "nl",
+        }
+        preview = await client.post(f"/praktijk/{P1}/teksten/voorbeeld", data=form)
+        assert "Uw afspraak: Oren uitspuiten op" in preview.text
+        saved = await client.post(f"/praktijk/{P1}/teksten", data=form)
+        assert saved.status_code == 303
+        assert saved.headers["location"].endswith("teksten?type=OREN&opgeslagen=1")
+    (new,) = site.configs.published
+    assert new.appointment_types["OREN"].label == "Oren uitspuiten"
+    assert new.templates["OREN"]["nl"].subject == "Uw afspraak: {{ label }} op {{ date_text }}"
