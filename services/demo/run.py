@@ -145,15 +145,9 @@ async def run_demo(options: DemoOptions) -> DemoResult:
         )
 
         pipeline.start_services()
-        admin_url = await _start_practice_admin(pipeline, out_dir, workload.practices[0])
-        await pipeline.wait_ready([*pipeline.services])
+        await pipeline.wait_ready()
         ports = ", ".join(f"{n} :{s.metrics_port}" for n, s in pipeline.services.items())
         _say(f"[4/6] services ready ({ports})")
-        _say(
-            f"      beheeromgeving: {admin_url}/login  (sign in as {DEMO_ADMIN}; the code "
-            "arrives in the demo's mail sink and is printed here)"
-        )
-        code_printer = asyncio.create_task(_print_sign_in_codes(pipeline))
 
         await pipeline.publish_events(workload.events)
         await pipeline.publish(
@@ -164,6 +158,9 @@ async def run_demo(options: DemoOptions) -> DemoResult:
             f"[5/6] HIS connector published {len(workload.events)} events "
             f"(+{len(BAD_EVENTS)} malformed); reminders fall due within the next minute"
         )
+        # The beheeromgeving starts once the workload is out, so it never delays it.
+        admin_url = await _start_practice_admin(pipeline, out_dir, workload.practices[0])
+        code_printer = asyncio.create_task(_announce_practice_admin(pipeline, admin_url))
         wanted = set(workload.expected.deliveries) | {
             rid for rid, why in workload.expected.suppressed.items() if why != "cancelled"
         }
@@ -323,8 +320,18 @@ async def _start_practice_admin(pipeline: Pipeline, out_dir: Path, practice: Pra
     return pipeline.start_practice_admin(url, secret_key=secrets.token_urlsafe(32), demo=True)
 
 
-async def _print_sign_in_codes(pipeline: Pipeline) -> None:
+async def _announce_practice_admin(pipeline: Pipeline, url: str) -> None:
+    """Says where the beheeromgeving is once it is ready, then prints every sign-in code."""
     assert pipeline.smtp is not None
+    try:
+        await pipeline.wait_ready(["practice-admin"], timeout=120)
+    except (RuntimeError, TimeoutError) as exc:
+        _say(f"      beheeromgeving did not start: {exc}")
+        return
+    _say(
+        f"      beheeromgeving: {url}/login  (sign in as {DEMO_ADMIN}; the code arrives in "
+        "the demo's mail sink and is printed here)"
+    )
     seen = 0
     while True:
         mails = [m for m in pipeline.smtp.messages if DEMO_ADMIN in m.rcpt_tos]
