@@ -166,9 +166,9 @@ async def test_sign_in_switch_reminders_off_and_the_services_stop_sending(
     await page.screenshot(path=str(SCREENSHOTS / "04-instellingen.png"), full_page=True)
     await page.get_by_role("button", name="Opslaan").click()
     await page.wait_for_url("**/instellingen?opgeslagen=1")
-    assert await page.get_by_role("status").inner_text() == (
-        "Opgeslagen. De diensten gebruiken de nieuwe instellingen meteen."
-    )
+    status = await page.get_by_role("status").inner_text()
+    assert status.startswith("Opgeslagen. De diensten gebruiken de nieuwe instellingen meteen.")
+    assert "Ook herinneringen die al gepland waren, gaan niet meer uit." in status
     published = await _config_on_topic(stack, P1)
     assert published["reminders_enabled"] is False and published["version"] == 2
 
