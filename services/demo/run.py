@@ -159,7 +159,8 @@ async def run_demo(options: DemoOptions) -> DemoResult:
             f"(+{len(BAD_EVENTS)} malformed); reminders fall due within the next minute"
         )
         # The beheeromgeving starts once the workload is out, so it never delays it.
-        admin_url = await _start_practice_admin(pipeline, out_dir, workload.practices[0])
+        shown = next((c for c in workload.practices if c.reminders_enabled), workload.practices[0])
+        admin_url = await _start_practice_admin(pipeline, out_dir, shown)
         code_printer = asyncio.create_task(_announce_practice_admin(pipeline, admin_url))
         wanted = set(workload.expected.deliveries) | {
             rid for rid, why in workload.expected.suppressed.items() if why != "cancelled"
