@@ -2,8 +2,8 @@
 
 No Kafka I/O here: records in, a :class:`Work` out (the appointment states to write, the
 dead letters, the offsets to commit, the counts), which the service then commits in one
-transaction. The rules themselves live in normalize (validation), ledger (duplicates and
-order) and classify (meetings).
+transaction. The rules themselves live in services.domain (validation, meetings) and
+ledger (duplicates and order).
 """
 
 from __future__ import annotations
@@ -18,19 +18,14 @@ from typing import TypeAlias
 from aiokafka import ConsumerRecord, TopicPartition
 
 from schemas.models import MeetingRules, PracticeConfig, appointment_key
-from services.booking_events.classify import classify
-from services.booking_events.fhir import parse_fhir
 from services.booking_events.ledger import Ledger, Seen, judge
 from services.booking_events.metrics import source_label
-from services.booking_events.normalize import (
-    appointment_json,
-    check_placement,
-    is_fhir,
-    parse_native,
-)
+from services.booking_events.normalize import appointment_json
 from services.common.codec import DecodeError
 from services.common.kafka import DeadLetter
 from services.common.practice_config import ConfigRejected, validate_practice_config
+from services.domain.classify import classify
+from services.domain.his_events import check_placement, is_fhir, parse_fhir, parse_native
 
 __all__ = [
     "Decisions",

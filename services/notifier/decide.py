@@ -39,7 +39,7 @@ from schemas.models import (
     PracticeConfig,
     ReminderDue,
 )
-from services.booking_events.classify import classify
+from services.domain.classify import classify
 
 __all__ = ["ALL_CHANNELS", "CANCELLED_STATUSES", "Decision", "decide", "usable_channels"]
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.models import MeetingRules
-from services.booking_events.classify import (
+from services.domain.classify import (
     DEFAULT_KEYWORDS,
     classify,
     fold,

@@ -13,20 +13,20 @@ from typing import Any
 import pytest
 
 from schemas.models import Appointment, AppointmentEvent, MeetingInfo
-from services.booking_events.fhir import event_id_for, parse_fhir
 from services.booking_events.ledger import Ledger, Seen, judge, seen_from_state
-from services.booking_events.normalize import (
-    REASONS,
-    appointment_json,
-    check_placement,
-    content_type,
-    is_fhir,
-    parse_event,
-    parse_native,
-    to_appointment,
-)
+from services.booking_events.normalize import appointment_json, to_appointment
 from services.common.codec import DecodeError, encode
 from services.common.partition import partition_for
+from services.domain.his_events import (
+    REASONS,
+    check_placement,
+    content_type,
+    event_id_for,
+    is_fhir,
+    parse_event,
+    parse_fhir,
+    parse_native,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "his"
 RECEIVED = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)

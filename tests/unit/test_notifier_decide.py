@@ -16,7 +16,7 @@ from schemas.models import (
     PracticeConfig,
     ReminderDue,
 )
-from services.booking_events.classify import classify
+from services.domain.classify import classify
 from services.notifier.decide import Decision, decide
 from services.notifier.samples import (
     sample_appointment,

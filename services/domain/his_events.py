@@ -1,4 +1,31 @@
-"""FHIR R4 ``Appointment`` resources to the internal AppointmentEvent.
+"""HIS events in, the internal form out: native AppointmentEvent JSON or FHIR R4.
+
+Pure domain code (no framework, no Kafka, no service): bytes and headers in, an
+:class:`~schemas.models.AppointmentEvent` (or a :class:`~services.common.codec.DecodeError`
+with a reason code, or every :class:`Problem` via :func:`problems`) out. booking_events, the
+HIS gateway, the connector kit (``reminders publish appointment``) and the tests share
+this code, so a
+vendor sees exactly the verdict the service would give.
+
+Reason codes (the ``error-reason`` header of ``his.appointments.v1.dlq.v1``):
+
+=========================  ===========================================================
+``no_value``               a record without a value (his.appointments.v1 has no tombstones)
+``not_json``               not a JSON object
+``not_an_appointment``     FHIR, but ``resourceType`` is not ``Appointment``
+``bsn_like_patient_id``    the patient id looks like a BSN, or the patient is named by BSN
+``empty_practice_id``      the practice id is empty
+``unknown_status``         a status that is not a FHIR R4 Appointment status
+``time_without_offset``    a time without a UTC offset
+``end_before_start``       end is not after start
+``missing_field``          a required field is absent
+``invalid_field``          a field has the wrong type or shape
+``key_mismatch``           the record key is not the event's practice id
+``wrong_partition``        the record is not on its practice's partition
+=========================  ===========================================================
+
+FHIR R4
+-------
 
 HIS connectors that speak FHIR publish the resource as it is, with the header
 ``content-type: application/fhir+json``. Only the fields below are read, through small
@@ -51,26 +78,243 @@ integers) and a ``lastUpdated`` (epoch milliseconds) do not compare.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Final
+from functools import lru_cache
+from typing import Any, Final, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic_core import ErrorDetails
 
 from schemas.models import AppointmentEvent
-from services.booking_events.normalize import event_from_dict, invalid
 from services.common.codec import DecodeError
+from services.common.partition import partition_for
 
 __all__ = [
     "AGB_SYSTEMS",
     "BOOKED_VIA_SYSTEM",
     "BSN_SYSTEMS",
     "EVENT_ID_NAMESPACE",
+    "FHIR_CONTENT_TYPE",
     "KIND_SYSTEM",
+    "REASONS",
     "FhirAppointment",
+    "Problem",
+    "check_placement",
+    "content_type",
+    "event_from_dict",
     "event_id_for",
     "fhir_to_event",
+    "invalid",
+    "is_fhir",
+    "parse_event",
     "parse_fhir",
+    "parse_native",
+    "problems",
+    "validation_problems",
 ]
+
+FHIR_CONTENT_TYPE: Final = "application/fhir+json"
+
+REASONS: Final = (
+    "no_value",
+    "not_json",
+    "not_an_appointment",
+    "bsn_like_patient_id",
+    "empty_practice_id",
+    "unknown_status",
+    "time_without_offset",
+    "end_before_start",
+    "missing_field",
+    "invalid_field",
+    "key_mismatch",
+    "wrong_partition",
+)
+# When a record has several faults, the header names the one that matters most: privacy
+# first, then what a connector developer most likely got wrong.
+_PRIORITY: Final = {reason: rank for rank, reason in enumerate(REASONS)}
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def content_type(headers: Iterable[tuple[str, bytes]] | None) -> str | None:
+    """The media type of the ``content-type`` header, lower case, without parameters."""
+    for name, value in headers or ():
+        if name.lower() == "content-type" and value is not None:
+            text = value.decode("latin-1").split(";", 1)[0].strip().lower()
+            return text or None
+    return None
+
+
+def is_fhir(headers: Iterable[tuple[str, bytes]] | None) -> bool:
+    return content_type(headers) == FHIR_CONTENT_TYPE
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a HIS event: a reason code (as in the DLQ), a detail that
+    names fields but never echoes values, and the internal field it is about."""
+
+    reason: str
+    detail: str
+    field: str | None = None
+
+
+def problems(
+    value: bytes, *, fhir: bool, received_at: datetime
+) -> tuple[AppointmentEvent | None, list[Problem]]:
+    """Every problem of a HIS event (not just the first), for the HIS gateway.
+
+    ``(event, [])`` when the event is valid; ``(None, [problems...])`` otherwise, most
+    important first. The reasons are the DLQ's (:data:`REASONS`); :func:`parse_event`
+    names the first of them.
+    """
+    found = _fhir_problems(value, received_at) if fhir else _native_problems(value)
+    if isinstance(found, AppointmentEvent):
+        return found, []
+    return None, sorted(found, key=lambda p: _PRIORITY.get(p.reason, len(_PRIORITY)))
+
+
+def parse_native(value: bytes | None) -> AppointmentEvent:
+    """A native AppointmentEvent, validated; :class:`DecodeError` with a reason if not."""
+    found = _native_problems(value)
+    if isinstance(found, AppointmentEvent):
+        return found
+    raise _error(found)
+
+
+def parse_event(value: bytes | None, *, fhir: bool, received_at: datetime) -> AppointmentEvent:
+    """Either form, to the internal event. ``received_at`` stands in for a FHIR resource's
+    missing ``meta.lastUpdated`` (the Kafka record's timestamp)."""
+    if not fhir:
+        return parse_native(value)
+    return parse_fhir(value, received_at=received_at)
+
+
+def event_from_dict(
+    data: Mapping[str, Any], hints: Mapping[str, str] | None = None
+) -> AppointmentEvent:
+    """Validate already-decoded fields (the FHIR mapping); ``hints`` name the source path
+    of a field in error messages (``patient.id`` -> ``participant[Patient].actor``)."""
+    try:
+        return AppointmentEvent.model_validate(data)
+    except ValidationError as exc:
+        raise invalid(exc, hints) from exc
+
+
+def _native_problems(value: bytes | None) -> AppointmentEvent | list[Problem]:
+    if value is None:
+        return [Problem("no_value", "the record has no value")]
+    try:
+        return AppointmentEvent.model_validate_json(value)
+    except ValidationError as exc:
+        found = validation_problems(exc)
+    if b'"resourceType"' in value and found[0].reason in ("missing_field", "invalid_field"):
+        found[0] = replace(
+            found[0],
+            detail=f"{found[0].detail} (this looks like FHIR: send it with the header "
+            f"content-type: {FHIR_CONTENT_TYPE})",
+        )
+    return found
+
+
+def _error(found: list[Problem]) -> DecodeError:
+    """One DecodeError for a record's problems: the most important reason, every detail."""
+    top = min(found, key=lambda p: _PRIORITY.get(p.reason, len(_PRIORITY)))
+    return DecodeError(top.reason, "; ".join(p.detail for p in found)[:1000])
+
+
+def check_placement(
+    event: AppointmentEvent, key: bytes | None, partition: int, partitions: int
+) -> None:
+    """The record must be keyed by its practice id and sit on that practice's partition:
+    the last-seen state of an appointment lives with its practice's partition."""
+    if key is not None:
+        try:
+            text = key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("key_mismatch", "the record key is not UTF-8") from None
+        if text != event.practice_id:
+            raise DecodeError(
+                "key_mismatch",
+                "the record key must be the practice id of the event "
+                "(DESIGN.md: his.appointments.v1 is keyed by {practice_id})",
+            )
+    expected = _partition_for(event.practice_id, partitions)
+    if partition != expected:
+        raise DecodeError(
+            "wrong_partition",
+            f"the practice's events belong on partition {expected}, not {partition}: key the "
+            "record by the practice id and use Kafka's default (murmur2) partitioner",
+        )
+
+
+# murmur2 in Python costs microseconds; a practice's partition never changes.
+_partition_for = lru_cache(maxsize=65536)(partition_for)
+
+
+# --------------------------------------------------------------------------- reasons
+
+
+def invalid(exc: ValidationError, hints: Mapping[str, str] | None = None) -> DecodeError:
+    """A reason code and a detail that names fields but never echoes their values."""
+    return _error(validation_problems(exc, hints))
+
+
+def validation_problems(
+    exc: ValidationError, hints: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """One :class:`Problem` per pydantic error, in pydantic's order."""
+    found = []
+    for error in exc.errors(include_url=False):
+        reason = _reason(error)
+        field = ".".join(str(p) for p in error["loc"]) or None
+        location = field or "record"
+        if hints and location in hints:
+            location = f"{location} ({hints[location]})"
+        found.append(Problem(reason, f"{location}: {_message(error, reason)}", field))
+    return found
+
+
+def _reason(error: ErrorDetails) -> str:
+    kind = error["type"]
+    loc = tuple(str(p) for p in error["loc"])
+    message = error.get("msg", "")
+    if kind in ("json_invalid", "json_type") or (kind == "model_type" and not loc):
+        return "not_json"
+    if "BSN" in message:
+        return "bsn_like_patient_id"
+    if loc == ("practice_id",) and kind in ("string_pattern_mismatch", "string_too_short"):
+        value = error.get("input")
+        if isinstance(value, str) and not value.strip():
+            return "empty_practice_id"
+    if loc and loc[-1] == "status" and kind in ("literal_error", "enum"):
+        return "unknown_status"
+    if kind in ("timezone_aware", "timezone_naive"):
+        return "time_without_offset"
+    if "end must be after start" in message:
+        return "end_before_start"
+    if kind == "missing":
+        return "missing_field"
+    return "invalid_field"
+
+
+def _message(error: ErrorDetails, reason: str) -> str:
+    if reason == "time_without_offset":
+        return "the time has no UTC offset; write it as RFC 3339 with an offset (+01:00 or Z)"
+    if reason == "end_before_start":
+        return "end must be after start"
+    if reason == "empty_practice_id":
+        return "the practice id (the practice's AGB code) is empty"
+    if reason == "not_json" and error["type"] == "model_type":
+        return "the value is JSON but not an object"
+    return str(error.get("msg", "invalid"))
+
 
 AGB_SYSTEMS: Final = frozenset(
     {"http://fhir.nl/fhir/NamingSystem/agb-z", "urn:oid:2.16.840.1.113883.2.4.6.1"}
@@ -111,6 +355,9 @@ _HINTS: Final = {
     "booked_via": f"meta.tag ({BOOKED_VIA_SYSTEM})",
     "kind": f"meta.tag ({KIND_SYSTEM})",
 }
+
+
+# --------------------------------------------------------------------------- FHIR R4
 
 
 class _Fhir(BaseModel):
@@ -176,32 +423,60 @@ def event_id_for(practice_id: str, appointment_id: str, sequence: int) -> uuid.U
 
 def parse_fhir(value: bytes | None, *, received_at: datetime) -> AppointmentEvent:
     """A FHIR R4 Appointment (JSON bytes) as an AppointmentEvent, or DecodeError."""
-    if value is None:
-        raise DecodeError("no_value", "the record has no value")
-    try:
-        resource = FhirAppointment.model_validate_json(value)
-    except ValidationError as exc:
-        raise invalid(exc) from exc
-    return fhir_to_event(resource, received_at=received_at)
+    found = _fhir_problems(value, received_at)
+    if isinstance(found, AppointmentEvent):
+        return found
+    raise _error(found)
 
 
 def fhir_to_event(resource: FhirAppointment, *, received_at: datetime) -> AppointmentEvent:
+    found = _resource_problems(resource, received_at)
+    if isinstance(found, AppointmentEvent):
+        return found
+    raise _error(found)
+
+
+def _fhir_problems(value: bytes | None, received_at: datetime) -> AppointmentEvent | list[Problem]:
+    if value is None:
+        return [Problem("no_value", "the record has no value")]
+    try:
+        resource = FhirAppointment.model_validate_json(value)
+    except ValidationError as exc:
+        return validation_problems(exc)
+    return _resource_problems(resource, received_at)
+
+
+def _resource_problems(
+    resource: FhirAppointment, received_at: datetime
+) -> AppointmentEvent | list[Problem]:
     if resource.resourceType != "Appointment":
-        raise DecodeError(
-            "not_an_appointment",
-            f"resourceType is {resource.resourceType[:40]!r}; this topic takes Appointment",
-        )
+        return [
+            Problem(
+                "not_an_appointment",
+                f"resourceType is {resource.resourceType[:40]!r}; this topic takes Appointment",
+                None,
+            )
+        ]
+    found: list[Problem] = []
     meta = resource.meta or Meta()
     appointment_id = resource.id or next((i.value for i in resource.identifier if i.value), None)
     if not appointment_id:
-        raise DecodeError("missing_field", "appointment_id (Appointment.id): Field required")
+        found.append(
+            Problem(
+                "missing_field",
+                "appointment_id (Appointment.id): Field required",
+                "appointment_id",
+            )
+        )
 
     patients: list[Participant] = []
     practitioner: Participant | None = None
     service: Participant | None = None
     locations: list[Participant] = []
     for participant in resource.participant:
-        _refuse_bsn(participant.actor)
+        bsn = _bsn_problem(participant.actor)
+        if bsn is not None and bsn not in found:
+            found.append(bsn)
         kind, _ = _actor(participant.actor)
         if kind == "Patient":
             patients.append(participant)
@@ -212,12 +487,14 @@ def fhir_to_event(resource: FhirAppointment, *, received_at: datetime) -> Appoin
         elif kind == "Location":
             locations.append(participant)
 
-    # The patient first: a BSN is refused before anything else is looked at.
-    patient = _patient(patients)
-    practice_id = _practice_id(locations)
-    sequence = _sequence(meta)
+    patient = _piece(found, "patient", lambda: _patient(patients))
+    practice_id = _piece(found, "practice_id", lambda: _practice_id(locations))
+    sequence = _piece(found, "sequence", lambda: _sequence(meta))
+    event_id: uuid.UUID | None = None
+    if practice_id is not None and appointment_id and sequence is not None:
+        event_id = event_id_for(practice_id.strip(), appointment_id.strip(), sequence)
     fields: dict[str, Any] = {
-        "event_id": event_id_for(practice_id.strip(), appointment_id.strip(), sequence),
+        "event_id": event_id,
         "occurred_at": meta.lastUpdated or received_at,
         "source_system": (meta.source or "fhir")[:64],
         "practice_id": practice_id,
@@ -249,7 +526,32 @@ def fhir_to_event(resource: FhirAppointment, *, received_at: datetime) -> Appoin
             fields["booked_via"] = tag.code
         elif tag.system == KIND_SYSTEM:
             fields["kind"] = tag.code
-    return event_from_dict({k: v for k, v in fields.items() if v is not None}, _HINTS)
+    try:
+        event = AppointmentEvent.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        # A field whose mapping already failed is reported once, by that mapping.
+        failed = {p.field for p in found} | ({"event_id"} if event_id is None else set())
+        found.extend(
+            p
+            for p in validation_problems(exc, _HINTS)
+            if (p.field or "").split(".")[0] not in failed
+        )
+    else:
+        if not found:
+            return event
+    return found
+
+
+_T = TypeVar("_T")
+
+
+def _piece(found: list[Problem], field: str, read: Callable[[], _T]) -> _T | None:
+    """``read()``, or None with its problem added to ``found``."""
+    try:
+        return read()
+    except DecodeError as exc:
+        found.append(Problem(exc.reason, exc.detail, field))
+        return None
 
 
 # --------------------------------------------------------------------------- pieces
@@ -330,14 +632,16 @@ def _sequence(meta: Meta) -> int:
     )
 
 
-def _refuse_bsn(actor: Reference | None) -> None:
+def _bsn_problem(actor: Reference | None) -> Problem | None:
     identifier = actor.identifier if actor is not None else None
     if identifier is not None and identifier.system in BSN_SYSTEMS:
-        raise DecodeError(
+        return Problem(
             "bsn_like_patient_id",
             "participant actor.identifier: a person is named by BSN; send the pseudonymous "
             "portal id (Patient/{id}) instead",
+            "patient",
         )
+    return None
 
 
 def _patient(patients: list[Participant]) -> dict[str, Any] | None:

@@ -1,0 +1,83 @@
+"""services.domain.his_events: the one HIS-event parser, and every problem at once."""
+
+from __future__ import annotations
+
+import ast
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services.domain.his_events import REASONS, Problem, parse_event, problems
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "deploy" / "examples" / "his"
+RECEIVED = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)
+
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((EXAMPLES / name).read_text())
+    return data
+
+
+def _raw(data: Any) -> bytes:
+    return json.dumps(data).encode()
+
+
+def test_a_valid_event_has_no_problems_in_either_form() -> None:
+    for name, fhir in (("appointment-native.json", False), ("appointment-fhir.json", True)):
+        value = _raw(_load(name))
+        event, found = problems(value, fhir=fhir, received_at=RECEIVED)
+        assert found == []
+        assert event == parse_event(value, fhir=fhir, received_at=RECEIVED)
+
+
+def test_every_problem_of_a_native_event_is_listed() -> None:
+    data = _load("appointment-native.json")
+    data["status"] = "gone"
+    data["start"] = "2026-12-01T09:30:00"
+    del data["appointment_id"]
+    event, found = problems(_raw(data), fhir=False, received_at=RECEIVED)
+    assert event is None
+    assert {(p.reason, p.field) for p in found} >= {
+        ("unknown_status", "status"),
+        ("time_without_offset", "start"),
+        ("missing_field", "appointment_id"),
+    }
+    assert all(isinstance(p, Problem) and p.reason in REASONS for p in found)
+    assert "2026-12-01" not in " ".join(p.detail for p in found)  # values never echoed
+
+
+def test_every_problem_of_a_fhir_event_is_listed_privacy_first() -> None:
+    data = _load("appointment-fhir.json")
+    data["status"] = "gone"
+    data.pop("id", None)
+    data.pop("identifier", None)
+    data["participant"] = [
+        p for p in data["participant"] if "Location" not in str(p.get("actor", {}))
+    ] + [{"actor": {"identifier": {"system": "http://fhir.nl/fhir/NamingSystem/bsn"}}}]
+    event, found = problems(_raw(data), fhir=True, received_at=RECEIVED)
+    assert event is None
+    reasons = [p.reason for p in found]
+    assert reasons[0] == "bsn_like_patient_id"
+    assert {"missing_field", "unknown_status"} <= set(reasons)
+    fields = [p.field for p in found]
+    assert "practice_id" in fields and "appointment_id" in fields
+    assert len(fields) == len(set(fields))  # each field once
+
+
+def test_the_domain_imports_no_framework_no_kafka_and_no_service() -> None:
+    allowed = ("schemas", "services.common.codec", "services.common.partition", "services.domain")
+    for path in (ROOT / "services" / "domain").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = node.module
+            elif isinstance(node, ast.Import):
+                module = node.names[0].name
+            else:
+                continue
+            top = module.split(".")[0]
+            assert top not in ("aiokafka", "faststream", "fastapi", "starlette", "sqlalchemy")
+            if top == "services":
+                assert module.startswith(allowed), f"{path.name} imports {module}"
