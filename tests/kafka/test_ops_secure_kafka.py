@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 2
 # scheduler's principal is the role name; the plan's default principal names are the roles.
 PASSWORDS = {role: secrets.token_urlsafe(15) for role in ROLES}
+_SCRATCH = tempfile.mkdtemp(prefix="secure-kafka-test.")
 
 
 def _in_ci() -> bool:
@@ -89,6 +91,8 @@ def _env(kafka: KafkaSettings) -> dict[str, str]:
             "REMINDERS_KAFKA__SSL_CAFILE": kafka.ssl_cafile or "",
             "REMINDERS_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
             "REMINDERS_KAFKA__PARTITIONS": str(kafka.partitions),
+            # `reminders check` also opens the database: never one in the working tree.
+            "REMINDERS_DATABASE__URL": f"sqlite+aiosqlite:///{_SCRATCH}/check.sqlite3",
         }
     )
     return env
