@@ -25,6 +25,7 @@ from services.practice_admin.mailer import SmtpMailer
 from services.practice_admin.outcomes import KafkaOutcomeWindow
 from services.practice_admin.security import cookie_secure
 from services.practice_admin.signin import SignIn
+from services.practice_admin.unsubscribe import install, open_kafka_patient_links
 from services.practice_admin.web import Pages, build_app
 
 __all__ = ["AdminService", "MissingSecret", "create_app"]
@@ -86,13 +87,30 @@ class AdminService:
         )
         self.app: FastAPI = build_app(self.pages)
         self.server: uvicorn.Server | None = None
+        # The patient links (/u/{token}, one-click unsubscribe): their preferences table
+        # and producer live from start() to stop().
+        self._patient_links = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
         await require_current_schema(self.engine)
         await self.configs.start()
         await self.outcomes.start()
+        await self._start_patient_links()
+
+    async def _start_patient_links(self) -> None:
+        secret = self.settings.admin.secret_key
+        if secret is None or not secret.get_secret_value():
+            # The demo's random secret would check no link the notifier signed: the
+            # notifier lists preferences_url instead when it has no secret either.
+            log.info("no REMINDERS_ADMIN__SECRET_KEY: patient links (/u/...) are off")
+            return
+        links = await self._patient_links.enter_async_context(
+            open_kafka_patient_links(self.settings, self.clock)
+        )
+        install(self.app, links)
 
     async def stop(self) -> None:
+        await self._patient_links.aclose()
         await self.outcomes.stop()
         await self.configs.stop()
         await self.engine.dispose()
