@@ -28,6 +28,7 @@ from faststream.kafka import KafkaBroker
 
 from schemas.models import Outcome
 from services.common.clock import Clock, SystemClock
+from services.common.health import loops_alive
 from services.common.kafka import admin_client, check_partitions, make_consumer, make_producer
 from services.common.runtime import StartRefused, make_app, make_broker
 from services.common.settings import PushSettings, Settings, SmtpSettings
@@ -290,6 +291,17 @@ class NotifierService:
             details["reason"] = f"no mail can be sent: {problem.message}"
             details["mail"] = {"problem": problem.reason}
         return ready, details
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """/healthz: fails once the dispatching loop or a table has died."""
+        task = self._dispatcher
+        died = None
+        if task is not None and task.done() and not task.cancelled():
+            died = task.exception()
+        loops: dict[str, BaseException | None] = {"dispatch": died}
+        if self._tables is not None:
+            loops.update(self._tables.failures())
+        return loops_alive(loops)
 
     # ------------------------------------------------------------------ views for tests
     @property

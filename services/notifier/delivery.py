@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +40,7 @@ from services.notifier.errors import (
     TransientSendError,
 )
 from services.notifier.metrics import RETRIES, SEND_SECONDS
-from services.notifier.push import PushSubscription, push_topic
+from services.notifier.push import PushSubscription, push_payload, push_topic
 from services.notifier.render import RenderedReminder
 from services.notifier.retry import RetryPolicy, retry_transient
 
@@ -234,10 +233,7 @@ class Deliverer:
         transport = self._push
         if transport is None or not prefs.push_subscriptions:
             return _ChannelResult("push", ok=False, reason="no_channel", detail="push: none")
-        payload = json.dumps(
-            {"title": rendered.push.title, "body": rendered.push.body, "lang": prefs.language},
-            ensure_ascii=False,
-        ).encode("utf-8")
+        payload = push_payload(rendered.push.title, rendered.push.body, prefs.language)
         # Kept by the push service for an offline device until the appointment starts.
         ttl = int((appointment.start - now).total_seconds())
         topic = push_topic(due.practice_id, due.appointment_id)
