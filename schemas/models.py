@@ -7,6 +7,7 @@ beside this module are generated from these models (``reminders schemas write``)
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 from datetime import datetime
@@ -39,6 +40,7 @@ __all__ = [
     "AppointmentEvent",
     "AppointmentType",
     "AppointmentTypeText",
+    "Branding",
     "DayBeforeAt",
     "FiredMarker",
     "HoursBefore",
@@ -444,6 +446,42 @@ class TemplateSet(_Record):
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{5,20}[0-9]$")
 
 
+_ACCENT = re.compile(r"^#[0-9a-fA-F]{6}$")
+# A base64 PNG or JPEG of at most 100 KB (decoded): 4/3 of that in base64, rounded up.
+MAX_LOGO_BYTES = 100 * 1024
+_MAX_LOGO_B64 = (MAX_LOGO_BYTES + 2) // 3 * 4
+
+
+class Branding(_Record):
+    """The practice's look in mails and pages: an accent colour and a logo (inline, cid:)."""
+
+    accent_color: str = "#1a6e5c"
+    # base64 of a PNG or JPEG image; practice-admin decodes and re-encodes every upload.
+    logo: Annotated[str, StringConstraints(max_length=_MAX_LOGO_B64)] | None = None
+
+    @field_validator("accent_color")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not _ACCENT.match(value):
+            raise ValueError('branding.accent_color must be a colour such as "#1a6e5c"')
+        return value.lower()
+
+    @field_validator("logo")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            data = base64.b64decode(value, validate=True)
+        except ValueError as exc:
+            raise ValueError("branding.logo must be base64 (a PNG or JPEG image)") from exc
+        if len(data) > MAX_LOGO_BYTES:
+            raise ValueError("branding.logo is larger than 100 KB")
+        if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
+            raise ValueError("branding.logo must be a PNG or JPEG image")
+        return value
+
+
 class PracticeConfig(_Record):
     """A practice's settings on ``practice.config.v1``; a tombstone means defaults (off)."""
 
@@ -464,6 +502,7 @@ class PracticeConfig(_Record):
     meeting_rules: MeetingRules = MeetingRules()
     # {type code or "default": {language: TemplateSet}}
     templates: dict[str, dict[Language, TemplateSet]] = {}
+    branding: Branding = Branding()
     version: Int64 = 0
 
     @field_validator("phone")

@@ -34,8 +34,10 @@ from services.common.runtime import StartRefused, make_app, make_broker
 from services.common.settings import PushSettings, Settings, SmtpSettings
 from services.common.topics import Topics
 from services.notifier.delivery import Deliverer, EmailTransport, PushTransport
+from services.notifier.dkim import DkimSigner, DkimSigningTransport, load_dkim_key
 from services.notifier.email import SmtpOptions, SmtpPool
 from services.notifier.engine import NotifierContext, PartitionWorker
+from services.notifier.patient_mail import patient_mail_from_settings
 from services.notifier.push import KNOWN_PUSH_SERVICES, VapidOptions, WebPushSender
 from services.notifier.retry import RetryPolicy
 from services.notifier.tables import NotifierTables
@@ -196,12 +198,21 @@ class NotifierService:
             base_delay=settings.notifier.retry_base_seconds,
             max_delay=settings.notifier.retry_max_seconds,
         )
+        email_transport = self._smtp
+        dkim_key = load_dkim_key(settings.smtp)  # DkimKeyError says what to fix
+        if dkim_key is not None and email_transport is not None:
+            email_transport = DkimSigningTransport(email_transport, DkimSigner(dkim_key))
+            log.info(
+                "DKIM signing on",
+                extra={"dkim_domain": dkim_key.domain, "dkim_algorithm": dkim_key.algorithm},
+            )
         deliverer = Deliverer(
-            email=self._smtp,
+            email=email_transport,
             push=self._push,
             policy=policy,
             message_id_domain=settings.smtp.message_id_domain,
             sleep=self.clock.sleep,
+            patient_mail=patient_mail_from_settings(settings),
         )
         self._dlq_producer = make_producer(kafka)
         await self._dlq_producer.start()

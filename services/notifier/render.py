@@ -59,6 +59,7 @@ from schemas.models import (
     PracticeConfig,
     Practitioner,
 )
+from services.domain.branding import LogoSource, apply_branding
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -595,7 +596,11 @@ def _html_document(
 
 
 def render_reminder(
-    config: PracticeConfig, appointment: Appointment, language: str
+    config: PracticeConfig,
+    appointment: Appointment,
+    language: str,
+    *,
+    logo_src: LogoSource = "cid",
 ) -> RenderedReminder:
     """The e-mail and push texts for one appointment, in ``language`` (``nl`` if unknown).
 
@@ -637,7 +642,13 @@ def render_reminder(
         email=RenderedEmail(
             subject=subject,
             text=text,
-            html=_html_document(language, subject, html_body, urgent, config.preferences_url),
+            # The practice's look (services.domain.branding); ``logo_src="data"`` for
+            # previews in a browser, which cannot show a cid: image.
+            html=apply_branding(
+                _html_document(language, subject, html_body, urgent, config.preferences_url),
+                config,
+                logo_src=logo_src,
+            ),
         ),
         push=RenderedPush(title=_one_line(rendered["push_title"]), body=push_body),
     )
