@@ -243,12 +243,14 @@ async def run(
         events = _resources(events_count)
         if profile:
             # py-spy's collapsed stacks of the gateway process while it serves the PUTs.
-            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw"]
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking"]
+            spy += ["--format", "raw"]
             spy += ["--duration", "8", "-o", profile, "--pid", str(gateway.pid)]
             spying = subprocess.Popen(spy)  # noqa: ASYNC220
-        cpu_before = _cpu_seconds(gateway.pid)
+        cpu_before, client_before = _cpu_seconds(gateway.pid), time.process_time()
         http_seconds, http_latencies = await _http_phase(base, token, events, clients)
         gateway_cpu = _cpu_seconds(gateway.pid) - cpu_before
+        client_cpu = time.process_time() - client_before
         own_cpu = time.process_time()
         raw_seconds, raw_latencies = await _raw_phase(kafka, topic, events, clients)
         raw_cpu = time.process_time() - own_cpu
@@ -272,7 +274,8 @@ async def run(
     print(
         f"{events_count} events, {clients} clients, {partitions} partitions; gateway process "
         f"CPU {per_event:,.0f} us/event (one full core: {1e6 / per_event:,.0f} events/s), "
-        f"used {gateway_cpu / http_seconds:.2f} cores; raw producer CPU "
+        f"used {gateway_cpu / http_seconds:.2f} cores; HTTP clients' CPU "
+        f"{client_cpu / events_count * 1e6:,.0f} us/event; raw producer CPU "
         f"{raw_cpu / events_count * 1e6:,.0f} us/event, p99 {raw_p99:.1f} ms; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; uvicorn on "
         f"{_server_stack()}; "

@@ -1,9 +1,9 @@
 """``reminders run his-gateway``: the FastAPI app on uvicorn until SIGINT/SIGTERM.
 
 :func:`create_app` builds it from settings. ``run`` refuses to start on an older database
-schema or without a token secret (one line naming what to do); it serves ``/healthz``,
-``/readyz`` (ready once the broker is connected and the schema is current) and
-``/metrics`` on the gateway's own port, beside the API and ``/openapi.json``.
+schema or without a token secret (one line naming what to do, exit status 2); it serves
+``/healthz``, ``/readyz`` (ready once the broker is connected and the schema is current)
+and ``/metrics`` on the gateway's own port, beside the API and ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from services.common.db import (
     session_factory,
 )
 from services.common.metrics import track_readiness
+from services.common.runtime import EXIT_REFUSED
 from services.common.settings import Settings
 from services.his_gateway.api import build_api
 from services.his_gateway.clients import SqlClientStore
@@ -44,8 +45,18 @@ def build_gateway(settings: Settings) -> Gateway:
 
 
 class GatewayApp:
+    """``exit_code`` is 0, or EXIT_REFUSED when the settings or the schema cannot work."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.exit_code = 0
+
+    def _refuse(self, reason: str) -> None:
+        log.error(
+            f"refusing to start: {reason}",
+            extra={"service": "his-gateway", "exit_code": EXIT_REFUSED},
+        )
+        self.exit_code = EXIT_REFUSED
 
     def build(self) -> tuple[Gateway, FastAPI]:
         gateway = build_gateway(self.settings)
@@ -55,15 +66,15 @@ class GatewayApp:
         try:
             gateway, api = self.build()
         except GatewayConfigError as exc:
-            log.error("his-gateway cannot start", extra={"reason": str(exc)})
-            raise SystemExit(f"his-gateway: {exc}") from None
+            self._refuse(str(exc))
+            return
         if gateway.engine is not None:
             try:
                 await require_current_schema(gateway.engine)
             except SchemaOutdated as exc:
                 await gateway.engine.dispose()
-                log.error("his-gateway cannot start", extra={"reason": str(exc)})
-                raise SystemExit(f"his-gateway: {exc}") from None
+                self._refuse(str(exc))
+                return
         track_readiness("his-gateway", gateway.readiness)
         options = self.settings.gateway
         config = uvicorn.Config(
@@ -83,7 +94,7 @@ class GatewayApp:
                 await gateway.engine.dispose()
         if not server.started:
             # The lifespan failed (logged by uvicorn): say so with a status, not silence.
-            raise SystemExit("his-gateway: did not start (see the log above)")
+            self._refuse("the HTTP server did not start (see the log above)")
 
 
 def create_app(settings: Settings) -> GatewayApp:

@@ -32,6 +32,7 @@ __all__ = [
     "MemoryClientStore",
     "SqlClientStore",
     "hash_secret",
+    "new_client",
     "new_client_id",
     "new_secret",
     "parse_practices",
@@ -116,6 +117,22 @@ def _check_name(name: str) -> str:
     return name
 
 
+async def new_client(
+    name: str, practices: Iterable[str], *, now: datetime | None = None
+) -> tuple[ClientRecord, str]:
+    """A checked client record and its secret (hashed off the event loop)."""
+    checked_name, checked_practices = _check_name(name), parse_practices(practices)
+    secret = new_secret()
+    record = ClientRecord(
+        client_id=new_client_id(),
+        name=checked_name,
+        secret_hash=await asyncio.to_thread(hash_secret, secret),
+        practices=checked_practices,
+        created_at=now or datetime.now(UTC),
+    )
+    return record, secret
+
+
 def _aware(moment: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; every stored moment is UTC.
     if moment is None or moment.tzinfo is not None:
@@ -151,14 +168,7 @@ class SqlClientStore:
         self, name: str, practices: Iterable[str], *, now: datetime | None = None
     ) -> tuple[ClientRecord, str]:
         """A new client and its secret, which is returned here and never again."""
-        secret = new_secret()
-        record = ClientRecord(
-            client_id=new_client_id(),
-            name=_check_name(name),
-            secret_hash=await asyncio.to_thread(hash_secret, secret),
-            practices=parse_practices(practices),
-            created_at=now or datetime.now(UTC),
-        )
+        record, secret = await new_client(name, practices, now=now)
         async with self._sessions.begin() as session:
             session.add(
                 GatewayClient(
@@ -200,14 +210,7 @@ class MemoryClientStore:
     async def add(
         self, name: str, practices: Iterable[str], *, now: datetime | None = None
     ) -> tuple[ClientRecord, str]:
-        secret = new_secret()
-        record = ClientRecord(
-            client_id=new_client_id(),
-            name=_check_name(name),
-            secret_hash=hash_secret(secret),
-            practices=parse_practices(practices),
-            created_at=now or datetime.now(UTC),
-        )
+        record, secret = await new_client(name, practices, now=now)
         self._clients[record.client_id] = record
         return record, secret
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final, Protocol
 
 from faststream.kafka import KafkaBroker
@@ -33,6 +34,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# murmur2 in Python costs tens of microseconds; a practice's partition never changes.
+_partition_for = lru_cache(maxsize=65536)(partition_for)
 
 _NATIVE_CONTENT_TYPE: Final = "application/json"
 _RETRY_SECONDS: Final = 2.0
@@ -157,7 +161,7 @@ class KafkaPublisher:
             )
         except Exception as exc:
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
-        if self._partitions and metadata.partition != partition_for(
+        if self._partitions and metadata.partition != _partition_for(
             record.practice_id, self._partitions
         ):
             # Cannot happen with the default partitioner; booking_events would DLQ it.
@@ -195,4 +199,5 @@ class MemoryPublisher:
         if self.down or not self._connected:
             raise PublishFailed("not connected")
         self.records.append(record)
-        return Placement(partition_for(record.practice_id, self._partitions), len(self.records) - 1)
+        partition = _partition_for(record.practice_id, self._partitions)
+        return Placement(partition, len(self.records) - 1)

@@ -20,6 +20,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from schemas.models import Appointment
 from services.booking_events.app import BookingEventsService
+from services.common.clock import FakeClock
 from services.common.kafka import make_consumer
 from services.common.partition import partition_for
 from services.common.settings import GatewaySettings, KafkaSettings, Settings
@@ -114,6 +115,7 @@ class Env:
     kafka: KafkaSettings
     topics: Topics
     settings: Settings
+    clock: FakeClock
 
     async def token(self) -> str:
         response = await self.http.post(
@@ -140,8 +142,13 @@ async def env(kafka_settings: KafkaSettings, kafka_topics: Topics) -> AsyncItera
     settings = Settings(kafka=kafka_settings, gateway=GatewaySettings(max_body_bytes=16_384))
     store = MemoryClientStore()
     client, secret = await store.add("Medicom test", [PRACTICE, SECOND_PRACTICE])
+    clock = FakeClock(datetime.now(UTC))
     gateway = Gateway(
-        settings.gateway, store=store, publisher=KafkaPublisher(settings), token_secret=SECRET
+        settings.gateway,
+        store=store,
+        publisher=KafkaPublisher(settings),
+        token_secret=SECRET,
+        clock=clock,
     )
     api = build_api(gateway)
     await gateway.start()
@@ -149,7 +156,7 @@ async def env(kafka_settings: KafkaSettings, kafka_topics: Topics) -> AsyncItera
         await wait_for(lambda: gateway.readiness()[0], what="the gateway to connect")
         transport = httpx.ASGITransport(app=api)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
-            yield Env(http, store, client, secret, kafka_settings, kafka_topics, settings)
+            yield Env(http, store, client, secret, kafka_settings, kafka_topics, settings, clock)
     finally:
         await gateway.stop()
 
@@ -262,7 +269,19 @@ async def test_nothing_reaches_the_topic_for_any_refused_request(env: Env) -> No
             headers={"Authorization": f"Bearer {token}"},
         )
     )
-    assert [r.status_code for r in refused] == [401, 401, 403, 422, 413, 400, 403]
+    refused.append(
+        await env.http.put(
+            "/fhir/Appointment/A-GW-2",
+            content=json.dumps(good).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "text/xml"},
+        )
+    )
+    expiring = await env.token()
+    env.clock.advance(env.settings.gateway.token_ttl_seconds + 10)
+    refused.append(await env.put(good, expiring))
+    assert [r.status_code for r in refused] == [401, 401, 403, 422, 413, 400, 403, 415, 401]
+    assert "expired" in refused[-1].headers["www-authenticate"]
+    token = await env.token()
     for response in refused:
         body = response.json()
         outcome = body if "resourceType" in body else body["results"][0]["outcome"]
