@@ -487,7 +487,7 @@ def _preview(args: argparse.Namespace) -> int:
         )
     appointment = sample_appointment(config, type_code, SystemClock().now())
     try:
-        rendered = render_reminder(config, appointment, args.lang)
+        rendered = render_reminder(config, appointment, args.lang, logo_src="data")
     except TemplateRejected as exc:
         raise CliError(exc.reason) from exc
     if args.html_out is not None:

@@ -23,6 +23,7 @@ from schemas.models import PracticeConfig
 from services.common.db import create_engine, session_factory, upgrade
 from services.common.local_kafka import LocalKafka
 from services.common.settings import Settings
+from services.demo.followup import show_follow_up
 from services.demo.pipeline import MESSAGE_ID_DOMAIN, SERVICE_NAMES, Pipeline, outcome_summary
 from services.demo.workload import Workload, generate
 from services.notifier.email import message_id_for
@@ -171,6 +172,11 @@ async def run_demo(options: DemoOptions) -> DemoResult:
             _say("interrupted: stopping the services, the sinks and Kafka")
             return DemoResult(False, 0, 0, 0, 0, 0, ["interrupted"])
         result = await _summarise(pipeline, workload, out_dir)
+        follow_up = await show_follow_up(pipeline, workload, out_dir, _say)
+        if follow_up:
+            _say("  CHECK FAILED: " + "; ".join(follow_up))
+            result.problems += follow_up
+            result.ok = False
         _say(f"done in {time.monotonic() - started:.0f} s")
         if options.keep_running and not stop.is_set():
             _say(

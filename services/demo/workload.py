@@ -88,6 +88,9 @@ class Workload:
     # Synthetic patient names: they appear in no record, and the log scan checks so.
     patient_names: dict[str, str]
     emails: list[str]
+    # What the HIS sends after the appointment times: fulfilled or noshow (fewer no-shows
+    # among reminded patients), and some cancellations by patients after their reminder.
+    final_events: list[AppointmentEvent] = field(default_factory=list)
 
 
 PushFactory = Callable[[], PushSubscriptionRecord]
@@ -189,6 +192,9 @@ def generate(
             consent[(config.practice_id, patient_id)] = channels
 
     events: list[AppointmentEvent] = []
+    finals: list[AppointmentEvent] = []
+    # Its own generator, so the rest of the workload stays what it was for a seed.
+    fates = random.Random(seed + 1)
     expected = Expected()
     for config in configs:
         pid = config.practice_id
@@ -283,4 +289,30 @@ def generate(
                     expected.suppressed[rid] = "no_consent_or_channel"
                 else:
                     expected.deliveries[rid] = set(granted)
-    return Workload(configs, prefs, events, expected, names, emails)
+            if not meeting and final["status"] != "cancelled":
+                finals.append(_final_event(fates, final, reminded=rid in expected.deliveries))
+    return Workload(configs, prefs, events, expected, names, emails, finals)
+
+
+def _final_event(rng: random.Random, last: dict[str, Any], *, reminded: bool) -> AppointmentEvent:
+    """The HIS's last word on an appointment: a reminded patient's cancellation three hours
+    before, or after the time fulfilled or noshow (less often noshow when reminded)."""
+    start: datetime = last["start"]
+    via = last["booked_via"]
+    if reminded and rng.random() < 0.15:
+        # Reminded, the patient cancels through the portal: a slot freed in time.
+        status, at, via = "cancelled", start - timedelta(hours=3), "portal"
+    elif rng.random() < (0.05 if reminded else 0.25):
+        status, at = "noshow", start + timedelta(minutes=20)
+    else:
+        status, at = "fulfilled", start + timedelta(minutes=20)
+    return AppointmentEvent.model_validate(
+        {
+            **last,
+            "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+            "sequence": last["sequence"] + 1,
+            "status": status,
+            "occurred_at": at,
+            "booked_via": via,
+        }
+    )

@@ -1,0 +1,301 @@
+"""The insights service: outcomes and appointments into the follow-up projection.
+
+A member of the consumer group (id from settings, behind the topic prefix) on
+``appointments.v1`` and ``notifications.outcomes.v1``, read_committed. The positions live
+in the database, committed in the same transaction as the rows they cover: on every
+assignment each partition is sought to its stored position (the beginning when there is
+none), and Kafka offsets are never committed. A kill -9 at any moment therefore replays
+at most the batch in flight, and the writes are idempotent (store.py), so nothing is
+lost or counted twice. Partitions spread over instances like in the other services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import IllegalStateError, KafkaError
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.common.codec import DecodeError
+from services.common.db import create_engine, require_current_schema
+from services.common.kafka import check_partitions, make_consumer
+from services.common.metrics import CONSUMER_LAG, LAG_UPDATED
+from services.common.runtime import make_app, make_broker
+from services.common.settings import Settings
+from services.common.topics import Topics
+from services.insights.metrics import BAD_RECORDS, BATCH_SECONDS, CAUGHT_UP, ROWS_WRITTEN
+from services.insights.projection import (
+    Row,
+    appointment_row,
+    dedupe_appointments,
+    dedupe_outcomes,
+    outcome_row,
+)
+from services.insights.store import load_positions, write_batch
+
+__all__ = ["InsightsService", "create_app"]
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: InsightsService) -> None:
+        self._service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._service._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._service._on_assigned(assigned)
+
+
+class InsightsService:
+    """Projects the two topics into the database, positions in the same transaction."""
+
+    name = "insights"
+
+    def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.kafka.topic_prefix)
+        self.group_id = f"{settings.kafka.topic_prefix}{settings.insights.group_id}"
+        self.broker: KafkaBroker = make_broker(settings, self.name)
+        self._engine = engine
+        self._own_engine = engine is None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        # The batch in hand and a rebalance never overlap.
+        self._lock = asyncio.Lock()
+        self._generation = 0
+        self._assigned: set[TopicPartition] = set()
+        self._positions: dict[Key, int] = {}
+        self._targets: dict[Key, int] = {}
+        self._caught_up = False
+        self._joined = False
+        self._started = False
+        self._stopping = False
+        self._seen_lag: set[Key] = set()
+        self.records_projected = 0
+        # Monotonic times of the first committed batch and of catching up (benchmarks).
+        self.first_batch_at: float | None = None
+        self.caught_up_at: float | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        topics = self.topics
+        await check_partitions(self.settings.kafka, [topics.appointments, topics.outcomes])
+        if self._engine is None:
+            self._engine = create_engine(self.settings.database)
+        await require_current_schema(self._engine)
+        self._consumer = make_consumer(
+            self.settings.kafka,
+            group_id=self.group_id,
+            session_timeout_ms=self.settings.insights.session_timeout_ms,
+            heartbeat_interval_ms=self.settings.insights.heartbeat_interval_ms,
+        )
+        await self._consumer.start()
+        self._consumer.subscribe([topics.appointments, topics.outcomes], listener=_Rebalance(self))
+        self._task = asyncio.create_task(self._run(), name="insights-project")
+        self._started = True
+        log.info("insights started", extra={"group_id": self.group_id})
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        if self._engine is not None and self._own_engine:
+            await self._engine.dispose()
+            self._engine = None
+        self._started = False
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        running = self._task is not None and not self._task.done()
+        lag = self.lag()
+        ready = self._started and not self._stopping and running and self._caught_up
+        return ready, {
+            "caught_up": self._caught_up,
+            "partitions": len(self._assigned),
+            "lag": sum(lag.values()),
+        }
+
+    # ------------------------------------------------------------------ views
+    @property
+    def caught_up(self) -> bool:
+        return self._caught_up
+
+    def lag(self) -> dict[Key, int]:
+        """Records after the stored position, per owned partition (as last fetched)."""
+        consumer = self._consumer
+        lags: dict[Key, int] = {}
+        if consumer is None:
+            return lags
+        for tp in self._assigned:
+            end = consumer.last_stable_offset(tp)
+            if end is None:
+                end = self._targets.get((tp.topic, tp.partition))
+            if end is None:
+                continue
+            lags[(tp.topic, tp.partition)] = max(
+                0, end - self._positions.get((tp.topic, tp.partition), 0)
+            )
+        return lags
+
+    # ------------------------------------------------------------------ group membership
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # the batch in hand commits first
+            self._generation += 1
+            self._assigned -= revoked
+            for tp in revoked:
+                self._positions.pop((tp.topic, tp.partition), None)
+                self._targets.pop((tp.topic, tp.partition), None)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        consumer, engine = self._consumer, self._engine
+        assert consumer is not None and engine is not None
+        async with self._lock:
+            self._generation += 1
+            async with engine.connect() as connection:
+                stored = await load_positions(connection, {tp.topic for tp in assigned})
+            for tp in assigned:
+                key = (tp.topic, tp.partition)
+                if key in stored:
+                    consumer.seek(tp, stored[key])
+                    self._positions[key] = stored[key]
+                else:
+                    await consumer.seek_to_beginning(tp)
+                    self._positions[key] = 0
+            ends = await consumer.end_offsets(list(assigned)) if assigned else {}
+            self._targets = {(tp.topic, tp.partition): off for tp, off in ends.items()}
+            self._assigned = set(assigned)
+            self._joined = True
+            self._check_caught_up()
+        log.info(
+            "partitions assigned",
+            extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
+        )
+
+    def _check_caught_up(self) -> None:
+        if self._caught_up or not self._joined:
+            return
+        if all(self._positions.get(k, 0) >= end for k, end in self._targets.items()):
+            self._caught_up = True
+            self.caught_up_at = time.monotonic()
+            CAUGHT_UP.set(1)
+            log.info("insights caught up", extra={"records": self.records_projected})
+
+    # ------------------------------------------------------------------ projecting
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        batch_size = self.settings.insights.batch_size
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=500, max_records=batch_size)
+            except KafkaError as exc:
+                log.warning("fetching failed", extra={"error": type(exc).__name__})
+                await asyncio.sleep(1.0)
+                continue
+            generation = self._generation
+            async with self._lock:
+                if generation != self._generation:
+                    continue  # a rebalance came between: those partitions were sought anew
+                try:
+                    await self._project(consumer, batches)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Nothing was committed: go back to the stored positions and retry.
+                    log.exception("projecting a batch failed; retrying from stored positions")
+                    for tp in self._assigned:
+                        consumer.seek(tp, self._positions.get((tp.topic, tp.partition), 0))
+                    await asyncio.sleep(1.0)
+            self._measure_lag()
+
+    async def _project(
+        self,
+        consumer: AIOKafkaConsumer,
+        batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        engine = self._engine
+        assert engine is not None
+        started = time.perf_counter()
+        batch_at = time.monotonic()
+        appointments: list[Row] = []
+        outcomes: list[Row] = []
+        count = 0
+        for tp, records in batches.items():
+            if tp not in self._assigned:
+                continue
+            is_outcome = tp.topic == self.topics.outcomes
+            for record in records:
+                count += 1
+                if record.value is None:
+                    continue  # a tombstone: the last state stays
+                try:
+                    if is_outcome:
+                        outcomes.append(outcome_row(record.value))
+                    else:
+                        appointments.append(appointment_row(record.value))
+                except DecodeError as exc:
+                    BAD_RECORDS.labels(tp.topic, exc.reason).inc()
+                    log.warning(
+                        "record skipped",
+                        extra={
+                            "topic": tp.topic,
+                            "partition": tp.partition,
+                            "offset": record.offset,
+                            "error_reason": exc.reason,
+                        },
+                    )
+        # Positions after what was consumed, control records of transactions included.
+        moved: dict[Key, int] = {}
+        for tp in self._assigned:
+            try:
+                position = await consumer.position(tp)
+            except IllegalStateError:
+                continue
+            key = (tp.topic, tp.partition)
+            if position > self._positions.get(key, -1):
+                moved[key] = position
+        if not moved:
+            return
+        rows_a = dedupe_appointments(appointments)
+        rows_o = dedupe_outcomes(outcomes)
+        async with engine.begin() as connection:
+            await write_batch(connection, appointments=rows_a, outcomes=rows_o, positions=moved)
+        self._positions.update(moved)
+        if self.first_batch_at is None and count:
+            self.first_batch_at = batch_at
+        self.records_projected += count
+        ROWS_WRITTEN.labels("insights_appointments").inc(len(rows_a))
+        ROWS_WRITTEN.labels("insights_outcomes").inc(len(rows_o))
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._check_caught_up()
+
+    def _measure_lag(self) -> None:
+        lags = self.lag()
+        for topic, partition in self._seen_lag - lags.keys():
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.group_id, topic, str(partition))
+        for (topic, partition), lag in lags.items():
+            CONSUMER_LAG.labels(self.group_id, topic, str(partition)).set(lag)
+        self._seen_lag = set(lags)
+        LAG_UPDATED.labels(self.group_id).set_to_current_time()
+
+
+def create_app(settings: Settings) -> FastStream:
+    return make_app(InsightsService(settings), settings)

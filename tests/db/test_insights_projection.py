@@ -1,0 +1,184 @@
+"""The follow-up projection on SQLite and PostgreSQL: its writes (idempotent, replayable,
+tombstone-proof) and its figures against an independent count of the same workload."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas.models import Appointment, Outcome
+from services.common.followup import (
+    ZONE,
+    FollowupAppointment,
+    FollowupOutcome,
+    FollowupPosition,
+    Report,
+    build_report,
+    recent_outcomes,
+    report_charts,
+    report_csv,
+    report_text,
+)
+from services.insights.projection import (
+    appointment_row,
+    dedupe_appointments,
+    dedupe_outcomes,
+    outcome_row,
+)
+from services.insights.samples import FollowupWorkload, Record, generate
+from services.insights.store import load_positions, write_batch
+from tests.support.insights_oracle import Figures, last_weeks, oracle
+
+pytestmark = pytest.mark.db
+
+NOW = datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
+TOPIC_A, TOPIC_O = "appointments.v1", "notifications.outcomes.v1"
+
+
+def as_figures(report: Report) -> Figures:
+    return {(f.week, f.measure, f.key): (f.count, f.base) for f in report.figures}
+
+
+async def project(engine: AsyncEngine, records: list[Record], offsets: list[int]) -> None:
+    """Write the records in one transaction, positions as a consumer would store them."""
+    appointments = [
+        appointment_row(r.value) for r in records if r.kind == "appointment" and r.value
+    ]
+    outcomes = [outcome_row(r.value) for r in records if r.kind == "outcome" and r.value]
+    positions = {(TOPIC_A, 0): offsets[0], (TOPIC_O, 0): offsets[1]}
+    async with engine.begin() as conn:
+        await write_batch(
+            conn,
+            appointments=dedupe_appointments(appointments),
+            outcomes=dedupe_outcomes(outcomes),
+            positions=positions,
+        )
+
+
+async def project_with_replays(engine: AsyncEngine, workload: FollowupWorkload) -> None:
+    """In batches of random size; now and then a batch already written is written again
+    (what a restart after a kill -9 does), and positions are never allowed back."""
+    rng = random.Random(5)
+    records = workload.records
+    i = 0
+    done: list[tuple[int, int]] = []
+    while i < len(records):
+        j = min(len(records), i + rng.randint(1, 60))
+        await project(engine, records[i:j], [j, j])
+        done.append((i, j))
+        if rng.random() < 0.2:
+            a, b = rng.choice(done)
+            await project(engine, records[a:b], [b, b])
+        i = j
+
+
+def test_samples_are_valid_contract_records() -> None:
+    workload = generate(now=NOW, practices=1, appointments=40)
+    kinds = {"appointment": Appointment, "outcome": Outcome}
+    for record in workload.records:
+        if record.value is not None:
+            kinds[record.kind].model_validate_json(record.value)
+
+
+async def test_figures_equal_an_independent_count_of_the_workload(
+    db_engine: AsyncEngine,
+) -> None:
+    workload = generate(now=NOW, practices=3, appointments=400)
+    await project_with_replays(db_engine, workload)
+    weeks = last_weeks(NOW, 12)
+    for practice in ("01880000", "01880001", "01880002"):
+        async with db_engine.connect() as conn:
+            report = await build_report(conn, practice, until=NOW, weeks=12)
+        assert report.weeks == weeks
+        assert as_figures(report) == oracle(workload, practice, weeks)
+    # The figures are there, not trivially empty.
+    figures = as_figures(report)
+    assert sum(v[0] for k, v in figures.items() if k[1] == "appointments") > 300
+    assert any(k[1] == "cancelled_after_reminder" for k in figures)
+    assert any(k[1] == "noshow_reminded" and v[0] for k, v in figures.items())
+
+
+async def test_replays_count_nothing_twice_and_tombstones_keep_the_final_state(
+    db_engine: AsyncEngine,
+) -> None:
+    workload = generate(now=NOW, practices=1, appointments=120)
+    await project_with_replays(db_engine, workload)
+    await project(db_engine, workload.records, [1, 1])  # everything again, positions behind
+    async with db_engine.connect() as conn:
+        outcomes = await conn.scalar(select(func.count()).select_from(FollowupOutcome))
+        rows = (await conn.execute(select(FollowupAppointment.__table__))).all()
+        positions = await load_positions(conn, [TOPIC_A, TOPIC_O])
+        assert await conn.scalar(select(func.count()).select_from(FollowupPosition)) == 2
+    assert outcomes == len(workload.outcomes)
+    assert len(rows) == len(workload.appointments)
+    for row in rows:
+        truth = workload.appointments[(row.practice_id, row.appointment_id)]
+        assert row.status == truth.status  # not the stale first state, not deleted
+    n = len(workload.records)
+    assert positions == {(TOPIC_A, 0): n, (TOPIC_O, 0): n}  # never moved back
+
+
+async def test_report_text_and_csv_carry_the_same_numbers(db_engine: AsyncEngine) -> None:
+    workload = generate(now=NOW, practices=1, appointments=150)
+    await project_with_replays(db_engine, workload)
+    async with db_engine.connect() as conn:
+        report = await build_report(conn, "01880000", until=NOW, weeks=4)
+    csv_text = report_csv(report)
+    text = report_text(report)
+    lines = csv_text.strip().splitlines()
+    assert lines[0] == "practice_id,week,measure,key,count,base,rate"
+    assert len(lines) == len(report.figures) + 1
+    assert "not a trial" in text
+    for f in report.figures:
+        if f.measure != "appointments":
+            value = str(f.count) if f.base is None else f"{f.count}/{f.base}"
+            assert f"{f.week}  {f.measure}" in text and value in text
+
+
+async def test_send_log_lists_outcomes_with_type_and_pseudonymous_patient(
+    db_engine: AsyncEngine,
+) -> None:
+    workload = generate(now=NOW, practices=1, appointments=80)
+    await project_with_replays(db_engine, workload)
+    async with db_engine.connect() as conn:
+        everything = await recent_outcomes(conn, "01880000", day=None, status=None, limit=1000)
+        assert len(everything) == len(workload.outcomes)
+        assert [e.appointment_start for e in everything] == sorted(
+            (e.appointment_start for e in everything), reverse=True
+        )
+        newest = everything[0]
+        truth = workload.outcomes[newest.reminder_id]
+        assert (newest.status, newest.channel, newest.reason) == (
+            truth.status,
+            truth.channel,
+            truth.reason,
+        )
+        assert newest.patient_id and newest.patient_id.startswith("pt-")
+        assert newest.type_code in ("C10", "C20", "OOR")
+        day: date = newest.appointment_start.astimezone(ZONE).date()
+        failed = await recent_outcomes(conn, "01880000", day=None, status="failed", limit=5)
+        assert failed and all(e.status == "failed" for e in failed)
+        of_day = await recent_outcomes(conn, "01880000", day=day, status=None, limit=1000)
+        assert newest.reminder_id in {e.reminder_id for e in of_day}
+        assert await recent_outcomes(conn, "09999999", day=None, status=None, limit=10) == []
+
+
+async def test_charts_are_svg_that_load_and_run_nothing(db_engine: AsyncEngine) -> None:
+    workload = generate(now=NOW, practices=1, appointments=150)
+    await project_with_replays(db_engine, workload)
+    async with db_engine.connect() as conn:
+        report = await build_report(conn, "01880000", until=NOW, weeks=4)
+    charts = report_charts(report)
+    assert set(charts) == {"bereik", "no-show", "verstuurd"}
+    for svg in charts.values():
+        assert svg.lstrip().startswith("<svg") and svg.rstrip().endswith("</svg>")
+        assert "<script" not in svg
+        assert not re.search(r"(?:href|src)=\"(?:https?:)?//", svg)
+    reach = report.value(report.weeks[0], "reach")
+    assert reach is not None and reach.base
+    assert f"{100 * reach.count / reach.base:.1f}".rstrip("0").rstrip(".") in charts["bereik"]
