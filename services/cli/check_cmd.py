@@ -21,6 +21,7 @@ from services.common.kafka import admin_client, explain_unreachable
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.notifier.app import smtp_options, vapid_options
+from services.notifier.dkim import dkim_check
 from services.notifier.email import SmtpPool
 from services.notifier.push import WebPushSender
 
@@ -78,6 +79,8 @@ def _check(args: argparse.Namespace) -> int:
 async def run_checks(settings: Settings) -> list[CheckLine]:
     lines = await _kafka(settings)
     lines.append(await _smtp(settings))
+    status, text = dkim_check(settings)
+    lines.append(CheckLine(status, "dkim", text))
     lines.append(_push(settings))
     lines.append(await _database(settings))
     return lines

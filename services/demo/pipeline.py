@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -121,6 +122,10 @@ class Pipeline:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     vapid_public_key: str = ""
     _vapid_private: str = ""
+    # practice-admin's port and secret are fixed up front, so the notifier signs the
+    # one-click unsubscribe links that practice-admin serves.
+    admin_port: int = field(default_factory=lambda: free_port())
+    admin_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def topics(self) -> Topics:
@@ -158,6 +163,8 @@ class Pipeline:
                 "REMINDERS_PUSH__VAPID_PRIVATE_KEY": self._vapid_private,
                 "REMINDERS_PUSH__VAPID_SUBJECT": "mailto:beheer@example.invalid",
                 "REMINDERS_PUSH__ALLOW_INSECURE_LOOPBACK": "true",
+                "REMINDERS_ADMIN__PUBLIC_URL": f"http://127.0.0.1:{self.admin_port}",
+                "REMINDERS_ADMIN__SECRET_KEY": self.admin_secret,
                 "REMINDERS_LOG_FORMAT": "json",
                 "REMINDERS_LOG_LEVEL": "INFO",
                 "PYTHONUNBUFFERED": "1",
@@ -180,7 +187,9 @@ class Pipeline:
                 self.services[name] = service
             service.start()
 
-    def start_practice_admin(self, database_url: str, secret_key: str, demo: bool = False) -> str:
+    def start_practice_admin(
+        self, database_url: str, secret_key: str | None = None, demo: bool = False
+    ) -> str:
         """practice-admin as ``reminders run practice-admin`` on a free port; returns its URL.
 
         Its /readyz is on the same port as its pages. The database must be migrated.
@@ -188,7 +197,7 @@ class Pipeline:
         name = "practice-admin"
         service = self.services.get(name)
         if service is None:
-            port = free_port()
+            port = self.admin_port
             env = self.service_env(name, free_port())
             env.update(
                 {
@@ -196,7 +205,7 @@ class Pipeline:
                     "REMINDERS_ADMIN__HOST": "127.0.0.1",
                     "REMINDERS_ADMIN__PORT": str(port),
                     "REMINDERS_ADMIN__PUBLIC_URL": f"http://127.0.0.1:{port}",
-                    "REMINDERS_ADMIN__SECRET_KEY": secret_key,
+                    "REMINDERS_ADMIN__SECRET_KEY": secret_key or self.admin_secret,
                     "REMINDERS_ADMIN__DEMO": "true" if demo else "false",
                 }
             )

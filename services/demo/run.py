@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import secrets
 import signal
 import sys
 import time
@@ -324,7 +323,7 @@ async def _start_practice_admin(pipeline: Pipeline, out_dir: Path, practice: Pra
             )
     finally:
         await engine.dispose()
-    return pipeline.start_practice_admin(url, secret_key=secrets.token_urlsafe(32), demo=True)
+    return pipeline.start_practice_admin(url, demo=True)
 
 
 async def _announce_practice_admin(pipeline: Pipeline, url: str) -> None:

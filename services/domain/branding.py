@@ -22,7 +22,9 @@ import binascii
 import html
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+from schemas.models import PracticeConfig
 
 __all__ = [
     "DEFAULT_ACCENT",
@@ -49,21 +51,18 @@ class Logo:
     subtype: Literal["png", "jpeg"]
 
 
-def _branding(config: Any) -> Any:
-    # ``branding`` arrives with practice-admin's schema change; read it defensively.
-    return getattr(config, "branding", None)
-
-
-def accent_color(config: Any) -> str | None:
-    value = getattr(_branding(config), "accent_color", None)
+def accent_color(config: PracticeConfig) -> str | None:
+    # The schema checks both values; checked again here because they end up in markup
+    # (and a config built with model_copy or model_construct skips validation).
+    value = config.branding.accent_color
     if isinstance(value, str) and _ACCENT.match(value):
         return value.lower()
     return None
 
 
-def practice_logo(config: Any) -> Logo | None:
+def practice_logo(config: PracticeConfig) -> Logo | None:
     """The logo as image bytes, or None (no logo, or not a PNG/JPEG within 100 KB)."""
-    value = getattr(_branding(config), "logo", None)
+    value = config.branding.logo
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -79,8 +78,10 @@ def practice_logo(config: Any) -> Logo | None:
     return None
 
 
-def _header(config: Any, accent: str | None, logo: Logo | None, source: LogoSource) -> str:
-    name = html.escape(str(getattr(config, "name", "")), quote=True)
+def _header(
+    config: PracticeConfig, accent: str | None, logo: Logo | None, source: LogoSource
+) -> str:
+    name = html.escape(config.name, quote=True)
     style = f"border-top:6px solid {accent};padding:12px 0 4px 0" if accent else "padding:12px 0"
     image = ""
     if logo is not None:
@@ -95,7 +96,7 @@ def _header(config: Any, accent: str | None, logo: Logo | None, source: LogoSour
     return f'<div style="{style}">{image}</div>\n'
 
 
-def apply_branding(document: str, config: Any, *, logo_src: LogoSource = "cid") -> str:
+def apply_branding(document: str, config: PracticeConfig, *, logo_src: LogoSource = "cid") -> str:
     """The rendered HTML document with the practice's header, or unchanged without one."""
     accent = accent_color(config)
     logo = practice_logo(config)

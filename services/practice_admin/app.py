@@ -68,6 +68,9 @@ class _Server(uvicorn.Server):
 
 class AdminService:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self._secret_configured = bool(
+            settings.admin.secret_key and settings.admin.secret_key.get_secret_value()
+        )
         self.settings = settings = _with_secret(settings)
         self.clock = clock or SystemClock()
         assert settings.admin.secret_key is not None
@@ -97,22 +100,30 @@ class AdminService:
         )
         self.app: FastAPI = build_app(self.pages)
         self.server: uvicorn.Server | None = None
-        self._links = contextlib.AsyncExitStack()
+        # The patient links (/u/{token}, one-click unsubscribe): their preferences table
+        # and producer live from start() to stop().
+        self._patient_links = contextlib.AsyncExitStack()
         logging.getLogger("uvicorn.access").addFilter(RedactPatientLinks())
 
     async def start(self) -> None:
         await require_current_schema(self.engine)
         await self.configs.start()
         await self.outcomes.start()
-        # The patient links (one-click unsubscribe, /u/{token}): no account, no CSRF
-        # token by design (RFC 8058); the signed token is the capability.
-        links = await self._links.enter_async_context(
+        await self._start_patient_links()
+
+    async def _start_patient_links(self) -> None:
+        if not self._secret_configured:
+            # The demo's random secret would check no link the notifier signed: the
+            # notifier lists preferences_url instead when it has no secret either.
+            log.info("no REMINDERS_ADMIN__SECRET_KEY: patient links (/u/...) are off")
+            return
+        links = await self._patient_links.enter_async_context(
             open_kafka_patient_links(self.settings, self.clock)
         )
         install(self.app, links)
 
     async def stop(self) -> None:
-        await self._links.aclose()
+        await self._patient_links.aclose()
         await self.outcomes.stop()
         await self.configs.stop()
         await self.engine.dispose()

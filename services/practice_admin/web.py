@@ -618,7 +618,8 @@ def build_app(pages: Pages) -> FastAPI:
             return None, translator(lang)("preview_needs_phone"), config
         appointment = sample_appointment(config, code, pages.clock.now())
         try:
-            return render_reminder(config, appointment, lang), None, config
+            # A browser cannot show the mail's cid: logo: the preview gets a data: URI.
+            return render_reminder(config, appointment, lang, logo_src="data"), None, config
         except TemplateRejected as exc:
             return None, exc.reason, config
 

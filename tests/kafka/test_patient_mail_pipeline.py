@@ -336,3 +336,44 @@ async def _run_the_story(
     assert by_id[due.reminder_id].status == "suppressed"
     assert by_id[due.reminder_id].reason == "no_consent"
     assert len(_messages(sink)) == 2
+
+
+async def test_practice_admin_serves_the_patient_links(
+    kafka_topics: Topics, kafka_settings: KafkaSettings, tmp_path: Path
+) -> None:
+    """The router as practice-admin installs it: its app, its security headers."""
+    from services.common.patient_links import PatientLinkSigner
+    from services.practice_admin.app import AdminService
+
+    prefs = sample_preferences(PRACTICE, PATIENT, updated_at=datetime.now(UTC))
+    producer = make_producer(kafka_settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            kafka_topics.patient_preferences,
+            key=prefs.key.encode(),
+            value=encode(prefs),
+            partition=partition_for(PRACTICE, kafka_settings.partitions),
+        )
+    finally:
+        await producer.stop()
+    settings = Settings(
+        kafka=kafka_settings,
+        database={"url": f"sqlite+aiosqlite:///{tmp_path / 'admin.sqlite3'}"},  # type: ignore[arg-type]
+        admin=AdminSettings(secret_key="admin-wiring-secret"),  # type: ignore[arg-type]
+    )
+    service = AdminService(settings)
+    try:
+        await service._start_patient_links()
+        token = PatientLinkSigner("admin-wiring-secret").issue(PRACTICE, PATIENT, datetime.now(UTC))
+        transport = httpx.ASGITransport(app=service.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            page = await client.get(f"/u/{token}")
+            assert page.status_code == 200 and 'name="List-Unsubscribe"' in page.text
+            assert page.headers["x-content-type-options"] == "nosniff"
+            done = await client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+            assert done.status_code == 200
+        records = await _read(kafka_settings, kafka_topics.patient_preferences, expect=2)
+        assert PatientPreferences.model_validate_json(records[-1].value).reminders is False
+    finally:
+        await service.stop()

@@ -7,14 +7,14 @@ import email
 import email.policy
 import io
 from html.parser import HTMLParser
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
-from schemas.models import PracticeConfig
-from services.domain.branding import LOGO_CID, apply_branding, practice_logo
+from schemas.models import Branding, PracticeConfig
+from services.domain.branding import DEFAULT_ACCENT, LOGO_CID, apply_branding, practice_logo
 from services.notifier.patient_mail import PatientMail
 from services.notifier.render import render_reminder, urgent_line
 from services.notifier.samples import sample_appointment, sample_config
@@ -28,11 +28,12 @@ def _png() -> bytes:
 
 
 def _branded(accent: str | None = "#aa3300", logo: bytes | None = None) -> PracticeConfig:
-    # PracticeConfig.branding comes with practice-admin's schema; the rule reads the
-    # same two attributes from whatever object it finds there.
-    branding = SimpleNamespace(
-        accent_color=accent, logo=base64.b64encode(logo).decode() if logo else None
-    )
+    encoded = base64.b64encode(logo).decode() if logo else None
+    try:
+        branding = Branding(accent_color=accent or DEFAULT_ACCENT, logo=encoded)
+    except ValidationError:
+        # Values the schema refuses, as a config that skipped validation would hold them.
+        branding = Branding.model_construct(accent_color=accent, logo=encoded)
     return sample_config().model_copy(update={"branding": branding})
 
 
@@ -142,3 +143,10 @@ async def test_mail_carries_the_logo_as_an_inline_cid_part() -> None:
     assert html_part is not None
     assert f"cid:{LOGO_CID}" in html_part.get_content()
     assert "http" not in html_part.get_content().split("<body>")[1].split("</div>")[0]
+
+
+def test_a_validated_config_with_branding_renders_it() -> None:
+    logo = base64.b64encode(_png()).decode()
+    config = sample_config(branding={"accent_color": "#AA3300", "logo": logo})
+    html = _html(config)
+    assert "border-top:6px solid #aa3300" in html and f"cid:{LOGO_CID}" in html
