@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from services.common.clock import Clock, SystemClock
 from services.common.db import create_engine, require_current_schema, session_factory
@@ -25,7 +26,11 @@ from services.practice_admin.mailer import SmtpMailer
 from services.practice_admin.outcomes import KafkaOutcomeWindow
 from services.practice_admin.security import cookie_secure
 from services.practice_admin.signin import SignIn
-from services.practice_admin.unsubscribe import install, open_kafka_patient_links
+from services.practice_admin.unsubscribe import (
+    RedactPatientLinks,
+    install,
+    open_kafka_patient_links,
+)
 from services.practice_admin.web import Pages, build_app
 
 __all__ = ["AdminService", "MissingSecret", "create_app"]
@@ -37,12 +42,16 @@ class MissingSecret(RuntimeError):
     pass
 
 
-def _secret(settings: Settings) -> bytes:
+def _with_secret(settings: Settings) -> Settings:
+    """The settings with a secret key: the configured one, or in the demo a random one."""
     key = settings.admin.secret_key
     if key is not None and key.get_secret_value():
-        return key.get_secret_value().encode("utf-8")
+        return settings
     if settings.admin.demo:
-        return secrets.token_bytes(32)
+        admin = settings.admin.model_copy(
+            update={"secret_key": SecretStr(secrets.token_urlsafe(48))}
+        )
+        return settings.model_copy(update={"admin": admin})
     raise MissingSecret(
         "REMINDERS_ADMIN__SECRET_KEY is not set: practice-admin needs a secret key outside "
         "the demo (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
@@ -59,9 +68,13 @@ class _Server(uvicorn.Server):
 
 class AdminService:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
-        self.settings = settings
+        self._secret_configured = bool(
+            settings.admin.secret_key and settings.admin.secret_key.get_secret_value()
+        )
+        self.settings = settings = _with_secret(settings)
         self.clock = clock or SystemClock()
-        secret = _secret(settings)
+        assert settings.admin.secret_key is not None
+        secret = settings.admin.secret_key.get_secret_value().encode("utf-8")
         self.engine = create_engine(settings.database)
         self.db = session_factory(self.engine)
         self.configs = KafkaConfigStore(settings.kafka)
@@ -90,6 +103,7 @@ class AdminService:
         # The patient links (/u/{token}, one-click unsubscribe): their preferences table
         # and producer live from start() to stop().
         self._patient_links = contextlib.AsyncExitStack()
+        logging.getLogger("uvicorn.access").addFilter(RedactPatientLinks())
 
     async def start(self) -> None:
         await require_current_schema(self.engine)
@@ -98,8 +112,7 @@ class AdminService:
         await self._start_patient_links()
 
     async def _start_patient_links(self) -> None:
-        secret = self.settings.admin.secret_key
-        if secret is None or not secret.get_secret_value():
+        if not self._secret_configured:
             # The demo's random secret would check no link the notifier signed: the
             # notifier lists preferences_url instead when it has no secret either.
             log.info("no REMINDERS_ADMIN__SECRET_KEY: patient links (/u/...) are off")

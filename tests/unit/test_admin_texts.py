@@ -53,3 +53,13 @@ def test_changed_fields_names_what_changed_two_levels_deep() -> None:
         version=4,
     )
     assert forms.changed_fields(old, new) == ["reminders_enabled", "appointment_types.C10"]
+
+
+def test_cookies_are_secure_unless_served_on_loopback_http() -> None:
+    from services.practice_admin.security import cookie_secure
+
+    assert cookie_secure("https://beheer.praktijk.example")
+    assert cookie_secure("http://beheer.praktijk.example")
+    assert not cookie_secure("http://127.0.0.1:8080")
+    assert not cookie_secure("http://localhost:8080")
+    assert not cookie_secure("http://[::1]:8080")

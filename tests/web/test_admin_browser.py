@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from schemas.models import AppointmentEvent, Outcome, PatientPreferences, PracticeConfig
+from services.common.patient_links import PatientLinkSigner
 from services.common.settings import KafkaSettings
 from services.demo.pipeline import Pipeline
 from tests.web.conftest import SCREENSHOTS
@@ -65,6 +67,7 @@ class Stack:
     pipeline: Pipeline
     url: str
     env: dict[str, str]
+    secret: str
 
 
 def _cli(env: dict[str, str], *args: str) -> str:
@@ -102,10 +105,11 @@ async def stack(
         [_config(P1, "Huisartsenpraktijk De Linde"), _config(P2, "Praktijk Elders")]
     )
     pipeline.start_services()
-    url = pipeline.start_practice_admin(db_url, secret_key="test-" + uuid.uuid4().hex)
+    secret = "test-" + uuid.uuid4().hex
+    url = pipeline.start_practice_admin(db_url, secret_key=secret)
     try:
         await pipeline.wait_ready([*pipeline.services])
-        yield Stack(pipeline, url, env)
+        yield Stack(pipeline, url, env, secret)
     finally:
         await pipeline.stop()
 
@@ -296,8 +300,17 @@ async def test_no_serious_accessibility_violations_on_the_main_pages(
 ) -> None:
     page = await _sign_in(browser, stack)
     problems: list[str] = []
+    # The strict CSP must not break the pages themselves: no violation while they load.
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(f"console: {m.text}") if "Content Security Policy" in m.text else None
+        ),
+    )
     for name in ("", "instellingen", "teksten", "overleggen", "verzendlog", "follow-up"):
         await page.goto(f"/praktijk/{P1}/{name}")
+        if name == "teksten":
+            await page.frame_locator("#preview-frame").locator("#preview-text").wait_for()
         # Through the DevTools protocol: the page's CSP (rightly) forbids inline scripts.
         await page.evaluate(axe_source)
         result = await page.evaluate(
@@ -318,3 +331,36 @@ async def test_no_serious_accessibility_violations_on_the_main_pages(
     ]
     await context.close()
     assert problems == []
+
+
+async def test_the_patient_links_are_served_one_click_switches_reminders_off(
+    stack: Stack,
+) -> None:
+    now = datetime.now(UTC)
+    await stack.pipeline.publish_preferences(
+        [
+            PatientPreferences(
+                practice_id=P2,
+                patient_id="pt-link-1",
+                reminders=True,
+                email="patient-link-1@example.org",
+                updated_at=now,
+            )
+        ]
+    )
+    token = PatientLinkSigner(stack.secret).issue(P2, "pt-link-1", now)
+    async with httpx.AsyncClient(base_url=stack.url) as client:
+        assert (await client.get("/u/not-a-token")).status_code == 400
+        page = await client.get(f"/u/{token}")
+        assert page.status_code == 200 and "<button" in page.text
+        answer = None
+        for _ in range(50):  # practice-admin's preferences table catches up
+            answer = await client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
+            records = await stack.pipeline.read_topic(stack.pipeline.topics.patient_preferences)
+            latest = [json.loads(v) for k, v in records if k == f"{P2}/pt-link-1".encode() and v]
+            if latest and latest[-1]["reminders"] is False:
+                break
+            await asyncio.sleep(0.2)
+        assert answer is not None and answer.status_code == 200
+        assert latest[-1]["reminders"] is False
+        assert latest[-1]["email"] == "patient-link-1@example.org"
