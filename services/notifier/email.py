@@ -138,9 +138,20 @@ def compose_email(
     recipient = _parse_address(to, "invalid_address")
 
     msg = EmailMessage(policy=_POLICY)
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Subject"] = subject
+    # The e-mail package re-parses what it is given and raises assorted errors on what
+    # it cannot read back: that is this message's failure, with a reason, not a crash.
+    headers: tuple[tuple[str, Address | str, str], ...] = (
+        ("From", sender, "invalid_sender"),
+        ("To", recipient, "invalid_address"),
+        ("Subject", subject, "invalid_header"),
+    )
+    for header, content, reason in headers:
+        try:
+            msg[header] = content
+        except Exception as exc:
+            raise PermanentSendError(
+                reason, f"{header} cannot be written ({type(exc).__name__})"
+            ) from None
     when = date if date is not None else datetime.now(UTC)
     msg["Date"] = email.utils.format_datetime(when)
     msg["Message-ID"] = message_id_for(reminder_id, message_id_domain)

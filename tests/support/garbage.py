@@ -221,13 +221,13 @@ class OddRecord:
         return f"{GHOST_PRACTICE}/{data.get('appointment_id') or data.get('id')}"
 
 
-def _native(n: int, start: datetime, **changes: Any) -> bytes:
+def _native(n: int, when: datetime, **changes: Any) -> bytes:
     data = {
         **_VALID_EVENT,
         "appointment_id": f"ODD-{n}",
         "event_id": str(uuid.UUID(int=n + 1)),
-        "start": start.isoformat(),
-        "end": (start + timedelta(minutes=10)).isoformat(),
+        "start": when.isoformat(),
+        "end": (when + timedelta(minutes=10)).isoformat(),
     }
     data.update(changes)
     return json.dumps(data, ensure_ascii=False).encode()

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -217,3 +220,31 @@ def test_a_valid_config_copy_is_not_changed_by_the_checks() -> None:
     before = copy.deepcopy(data)
     assert isinstance(validate_practice_config(data), PracticeConfig)
     assert data == before
+
+
+# --------------------------------------------------------------------------- the connector kit
+
+
+def _publish_dry_run(tmp_path: Path, document: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "event.json"
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "publish", "appointment", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+
+
+def test_publish_dry_run_refuses_the_stopping_inputs_without_a_traceback(tmp_path: Path) -> None:
+    fhir = _fhir()
+    fhir["meta"]["versionId"] = "²"
+    native = _native(start="9999-12-31T23:30:00-01:00", end="9999-12-31T23:45:00-01:00")
+    for document, reason in ((fhir, "number_out_of_range"), (native, "time_out_of_range")):
+        result = _publish_dry_run(tmp_path, document)
+        assert result.returncode == 2, result.stderr
+        assert f"invalid ({reason})" in result.stderr
+        assert "Traceback" not in result.stderr
