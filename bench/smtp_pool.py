@@ -1,6 +1,7 @@
 """SmtpPool throughput against raw aiosmtplib, both to the same local SmtpSink.
 
     .venv/bin/python bench/smtp_pool.py [--messages 5000] [--connections 4]
+    .venv/bin/python bench/smtp_pool.py --dkim compare   # SmtpPool unsigned, rsa, ed25519
 
 The sink runs in its own process (it would otherwise share the GIL with the client and
 halve what both can do on a small machine). Each round sends the same M pre-composed
@@ -9,6 +10,11 @@ messages twice: through SmtpPool (N connections shared by N concurrent senders, 
 sequentially in parallel. Rounds alternate the order; the median rate of each side is
 reported, with the CPU each message cost the client and the sink (CPU per message is far
 less sensitive than msg/s to other load on a shared machine).
+
+``--dkim compare`` measures the cost of DKIM signing instead: the same messages through
+SmtpPool unsigned, signed with rsa-sha256 (2048 bits) and with ed25519-sha256 (the
+notifier's DkimSigningTransport, a fresh key loaded with load_dkim_key), in rotating
+order; the raw side is not run.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import multiprocessing
 import os
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from multiprocessing.connection import Connection
@@ -31,6 +39,8 @@ if __package__ in (None, ""):  # run as a script: make `services` importable
 
 import aiosmtplib
 
+from services.common.settings import SmtpSettings
+from services.notifier.dkim import DkimSigner, DkimSigningTransport, load_dkim_key
 from services.notifier.email import SmtpOptions, SmtpPool, compose_email
 from services.sinks.smtp_sink import SmtpSink
 
@@ -119,7 +129,11 @@ def _messages(count: int) -> list[EmailMessage]:
 
 
 async def run_pool(
-    port: int, messages: list[EmailMessage], connections: int, concurrency: int
+    port: int,
+    messages: list[EmailMessage],
+    connections: int,
+    concurrency: int,
+    signer: DkimSigner | None = None,
 ) -> float:
     opts = SmtpOptions(
         host=HOST,
@@ -133,8 +147,9 @@ async def run_pool(
     queue = iter(messages)
 
     async def worker(pool: SmtpPool) -> None:
+        send = DkimSigningTransport(pool, signer).send if signer is not None else pool.send
         for msg in queue:
-            await pool.send(msg)
+            await send(msg)
 
     async with SmtpPool(opts) as pool:
         started = time.perf_counter()
@@ -186,9 +201,21 @@ class Side:
         return line
 
 
+async def _measure(side: Side, run: Awaitable[float], sink: SinkHandle, count: int) -> None:
+    """One timed round: its rate, and the CPU each message cost the client and the sink."""
+    cpu0, sink0 = time.process_time(), sink.cpu()
+    side.rates.append(await run)
+    cpu1, sink1 = time.process_time(), sink.cpu()
+    side.client_cpu.append((cpu1 - cpu0) / count * 1e6)
+    if sink0 is not None and sink1 is not None:
+        side.sink_cpu.append((sink1 - sink0) / count * 1e6)
+
+
 async def main_async(args: argparse.Namespace) -> int:
     sink = SinkHandle(in_process=args.in_process_sink)
     concurrency = args.concurrency or args.connections
+    if args.dkim == "compare":
+        return await compare_dkim(args, sink, concurrency)
     runners = {"pool": run_pool, "raw": run_raw}
     sides = {"pool": Side("SmtpPool"), "raw": Side("raw aiosmtplib")}
     try:
@@ -203,14 +230,8 @@ async def main_async(args: argparse.Namespace) -> int:
         expected = sink.count()
         for r in range(args.rounds):
             for name in ("pool", "raw") if r % 2 == 0 else ("raw", "pool"):
-                side = sides[name]
-                cpu0, sink0 = time.process_time(), sink.cpu()
-                rate = await runners[name](sink.port, messages, args.connections, concurrency)
-                side.rates.append(rate)
-                cpu1, sink1 = time.process_time(), sink.cpu()
-                side.client_cpu.append((cpu1 - cpu0) / len(messages) * 1e6)
-                if sink0 is not None and sink1 is not None:
-                    side.sink_cpu.append((sink1 - sink0) / len(messages) * 1e6)
+                run = runners[name](sink.port, messages, args.connections, concurrency)
+                await _measure(sides[name], run, sink, len(messages))
                 expected += len(messages)
         received = sink.count()
     finally:
@@ -234,6 +255,74 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0 if ok else 2
 
 
+def _signer(kind: str, folder: Path) -> DkimSigner:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    private = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "rsa"
+        else ed25519.Ed25519PrivateKey.generate()
+    )
+    path = folder / f"{kind}.pem"
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key = load_dkim_key(
+        SmtpSettings(
+            dkim_domain="praktijk.example", dkim_selector="bench", dkim_private_key_file=str(path)
+        )
+    )
+    assert key is not None
+    return DkimSigner(key)
+
+
+async def compare_dkim(args: argparse.Namespace, sink: SinkHandle, concurrency: int) -> int:
+    """SmtpPool unsigned, rsa-sha256 and ed25519-sha256: msg/s and client CPU per message."""
+    with tempfile.TemporaryDirectory() as folder:
+        signers: dict[str, DkimSigner | None] = {
+            "off": None,
+            "rsa": _signer("rsa", Path(folder)),
+            "ed25519": _signer("ed25519", Path(folder)),
+        }
+    sides = {
+        "off": Side("DKIM off"),
+        "rsa": Side("DKIM rsa-sha256"),
+        "ed25519": Side("DKIM ed25519"),
+    }
+    order = list(sides)
+    try:
+        messages = _messages(args.messages)
+        gc.collect()
+        gc.freeze()
+        for signer in signers.values():
+            await run_pool(sink.port, messages[:200], args.connections, concurrency, signer)
+        expected = sink.count()
+        for r in range(args.rounds):
+            for name in order[r % 3 :] + order[: r % 3]:
+                run = run_pool(sink.port, messages, args.connections, concurrency, signers[name])
+                await _measure(sides[name], run, sink, len(messages))
+                expected += len(messages)
+        received = sink.count()
+    finally:
+        sink.stop()
+    print(
+        f"messages={args.messages} connections={args.connections} pool senders={concurrency} "
+        f"rounds={args.rounds} cpus={os.cpu_count()} (SmtpPool, DKIM relaxed/relaxed)"
+    )
+    base = statistics.median(sides["off"].rates)
+    for side in sides.values():
+        print(side.summary() + f"; {statistics.median(side.rates) / base:.0%} of unsigned")
+    if received != expected:
+        print(f"sink received {received} messages, expected {expected}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=5000)
@@ -245,6 +334,12 @@ def main() -> None:
         help="concurrent senders sharing the pool (default: one per connection, like raw)",
     )
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--dkim",
+        choices=["off", "compare"],
+        default="off",
+        help="compare: SmtpPool unsigned against DKIM rsa-sha256 and ed25519-sha256",
+    )
     parser.add_argument(
         "--in-process-sink",
         action="store_true",

@@ -7,6 +7,7 @@ beside this module are generated from these models (``reminders schemas write``)
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 from datetime import datetime
@@ -26,17 +27,24 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "APPOINTMENT_STATUSES",
+    "INSTANT_RANGE",
+    "MAX_INT64",
+    "UNSAFE_TEXT",
+    "AgbCode",
     "Agenda",
     "Appointment",
     "AppointmentEvent",
     "AppointmentType",
     "AppointmentTypeText",
+    "Branding",
     "DayBeforeAt",
     "FiredMarker",
     "HoursBefore",
+    "Instant",
     "Location",
     "MeetingInfo",
     "MeetingRules",
@@ -53,6 +61,7 @@ __all__ = [
     "TemplateSet",
     "appointment_key",
     "reminder_id_for",
+    "unsafe_text_problem",
     "utc_text",
 ]
 
@@ -61,13 +70,40 @@ __all__ = [
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 Identifier = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 
+# Every integer of a record fits a signed 64-bit integer (Kafka, Java consumers, the
+# scheduler's packed timers).
+MAX_INT64 = 2**63 - 1
+Int64 = Annotated[int, Field(ge=0, le=MAX_INT64)]
+# Internal records carry the scheduler's unsigned 64-bit sequence.
+UInt64 = Annotated[int, Field(ge=0, le=2**64 - 1)]
+
+
+def _agb_code(value: str) -> str:
+    if not (len(value) == 8 and value.isascii() and value.isdigit()):
+        raise PydanticCustomError(
+            "invalid_practice_id",
+            "the practice id must be the practice's AGB code: 8 digits, such as 01234567",
+        )
+    return value
+
+
+# A practice is named by its AGB code (Vektis), 8 ASCII digits, wherever it enters.
+AgbCode = Annotated[Identifier, AfterValidator(_agb_code)]
+
 # A Dutch BSN is 9 digits (older ones 8 with a leading zero dropped). A patient id that
-# looks like one is refused outright: the portal id must be pseudonymous.
-_BSN_LIKE = re.compile(r"^\d{8,9}$")
+# looks like one, in any common notation (1234.56.782, 1234 56 782, BSN123456782,
+# 0123456782), is refused outright: the portal id must be pseudonymous.
+_BSN_SEPARATORS = re.compile(r"[\s._:/-]")
+_BSN_PREFIX = re.compile(r"^(?:bsn|nl)?", re.IGNORECASE)
+
+
+def _is_bsn_like(value: str) -> bool:
+    compact = _BSN_PREFIX.sub("", _BSN_SEPARATORS.sub("", value), count=1).lstrip("0")
+    return compact.isascii() and compact.isdigit() and 7 <= len(compact) <= 9
 
 
 def _not_bsn_like(value: str) -> str:
-    if _BSN_LIKE.match(value):
+    if _is_bsn_like(value):
         raise ValueError(
             "patient id looks like a BSN (8-9 digits); send the pseudonymous portal id instead"
         )
@@ -76,11 +112,84 @@ def _not_bsn_like(value: str) -> str:
 
 PatientId = Annotated[Identifier, AfterValidator(_not_bsn_like)]
 
-# Display texts come from HIS agendas and practice admins: bounded, single line.
+# Characters that must never reach a header, a subject, a push payload or the From name:
+# C0 and C1 controls (U+0085 too), line and paragraph separators, bidirectional controls
+# (they can reverse the urgent line that follows), invisible format characters and lone
+# surrogates (no UTF-8 encoder takes them).
+UNSAFE_TEXT = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+    "\ufff9-\ufffb\ud800-\udfff]"
+)
+_UNSAFE_IN_LINES = re.compile(  # the same, but tab, CR and LF allowed (bodies, sources)
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+    "\ufeff\ufff9-\ufffb\ud800-\udfff]"
+)
+# An RFC 2047 encoded word: the e-mail package would decode it into the header (CR/LF).
+_ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?")
+
+
+def unsafe_text_problem(value: str, *, multiline: bool = False) -> str | None:
+    """Why ``value`` may not reach a header, subject or push message, or None."""
+    unsafe = _UNSAFE_IN_LINES if multiline else UNSAFE_TEXT
+    found = unsafe.search(value)
+    if found is not None:
+        return (
+            f"contains the invisible or control character U+{ord(found.group()):04X}; "
+            "use plain text"
+            + ("" if multiline else " on one line")
+            + " without control, line-separator or direction characters"
+        )
+    if _ENCODED_WORD.search(value):
+        return "contains an RFC 2047 encoded word (=?...?=); write plain text"
+    return None
+
+
+def _plain_line(value: str) -> str:
+    problem = unsafe_text_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("control_character", problem)
+    return value
+
+
+def _plain_lines(value: str) -> str:
+    problem = unsafe_text_problem(value, multiline=True)
+    if problem is not None:
+        raise PydanticCustomError("control_character", problem)
+    return value
+
+
+# Display texts come from HIS agendas and practice admins: bounded, single line, plain.
 ShortText = Annotated[
-    str, StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", strip_whitespace=True)
+    str,
+    StringConstraints(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$", strip_whitespace=True),
+    AfterValidator(_plain_line),
 ]
-LongText = Annotated[str, StringConstraints(max_length=2000)]
+LongText = Annotated[str, StringConstraints(max_length=2000), AfterValidator(_plain_lines)]
+
+# Every instant lies in this range once converted to UTC: beyond it, arithmetic on it
+# (due times, epoch microseconds, the day before) overflows or is meaningless.
+INSTANT_RANGE = (
+    datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC")),
+    datetime(2100, 1, 1, tzinfo=ZoneInfo("UTC")),
+)
+
+
+def _sane_instant(value: datetime) -> datetime:
+    low, high = INSTANT_RANGE
+    try:
+        offset = value.utcoffset()
+        utc = value.replace(tzinfo=None) - (offset or dt.timedelta(0))
+    except OverflowError:
+        utc = None
+    if utc is None or not low.replace(tzinfo=None) <= utc < high.replace(tzinfo=None):
+        raise PydanticCustomError(
+            "time_out_of_range",
+            "the time must lie between 2000-01-01 and 2100-01-01 (UTC)",
+        )
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_sane_instant)]
 
 AppointmentStatus = Literal[
     "proposed",
@@ -154,12 +263,12 @@ class PatientParticipant(_Incoming):
 
 class _AppointmentFields(_Incoming):
     source_system: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    practice_id: Identifier
+    practice_id: AgbCode
     appointment_id: Identifier
-    sequence: Annotated[int, Field(ge=0)]
+    sequence: Int64
     status: AppointmentStatus
-    start: AwareDatetime
-    end: AwareDatetime
+    start: Instant
+    end: Instant
     appointment_type: AppointmentType
     agenda: Agenda
     practitioner: Practitioner
@@ -179,7 +288,7 @@ class AppointmentEvent(_AppointmentFields):
     """What an HIS connector publishes on ``his.appointments.v1``."""
 
     event_id: UUID
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     # Free text from the HIS (often the complaint). Accepted so connectors can send
     # their record as is, but never stored downstream and never shown to anyone.
     comment: Annotated[str, StringConstraints(max_length=4000)] | None = None
@@ -203,8 +312,8 @@ class Appointment(_AppointmentFields):
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
-    booked_at: AwareDatetime
-    updated_at: AwareDatetime
+    booked_at: Instant
+    updated_at: Instant
     meeting: MeetingInfo
     last_event_id: UUID | None = None
 
@@ -233,11 +342,34 @@ def _valid_timezone(value: str) -> str:
 TimeZoneName = Annotated[str, AfterValidator(_valid_timezone)]
 
 
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])(?::00)?$")
+
+
+def _clock_error() -> PydanticCustomError:
+    return PydanticCustomError(
+        "time_parsing",
+        'write the time as local "HH:MM", such as "21:00"',
+        {"error": "local HH:MM on the 24-hour clock, without seconds or UTC offset"},
+    )
+
+
 def _time_as_text(value: object) -> object:
+    """A time of day is local wall-clock time, ``"HH:MM"``: seconds other than ``:00``
+    (what a dumped config holds), fractions and UTC offsets are refused, not dropped,
+    so that what is shown ("21:00") is exactly what is applied."""
     # YAML 1.1 reads an unquoted 18:00 as the number 1080, and pydantic would take a
     # number as seconds after midnight (00:18): refuse numbers instead of guessing.
     if isinstance(value, int | float) and not isinstance(value, bool):
         raise ValueError('write the time as text "HH:MM", such as "18:00"')
+    if isinstance(value, dt.time):
+        if value.tzinfo is not None or value.second or value.microsecond:
+            raise _clock_error()
+        return value
+    if isinstance(value, str):
+        found = _CLOCK_TIME.match(value.strip())
+        if found is None:
+            raise _clock_error()
+        return dt.time(int(found.group(1)), int(found.group(2)))
     return value
 
 
@@ -279,7 +411,9 @@ HttpLink = Annotated[str, StringConstraints(pattern=r"^https?://[^\s<>\"]+$", ma
 class AppointmentTypeText(_Record):
     label: ShortText
     with_whom: ShortText = ""
-    instructions: Annotated[str, StringConstraints(max_length=1000)] = ""
+    instructions: Annotated[
+        str, StringConstraints(max_length=1000), AfterValidator(_plain_lines)
+    ] = ""
 
 
 class MeetingRules(_Record):
@@ -293,20 +427,65 @@ class MeetingRules(_Record):
 class TemplateSet(_Record):
     """Jinja2 sources for one language. Missing parts fall back to the built-in texts."""
 
-    subject: Annotated[str, StringConstraints(max_length=300)] | None = None
+    # Line breaks in a source are allowed: rendering joins a subject or push text into one.
+    subject: (
+        Annotated[str, StringConstraints(max_length=300), AfterValidator(_plain_lines)] | None
+    ) = None
     text: LongText | None = None
-    html: Annotated[str, StringConstraints(max_length=20000)] | None = None
-    push_title: Annotated[str, StringConstraints(max_length=200)] | None = None
-    push_body: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    html: (
+        Annotated[str, StringConstraints(max_length=20000), AfterValidator(_plain_lines)] | None
+    ) = None
+    push_title: (
+        Annotated[str, StringConstraints(max_length=200), AfterValidator(_plain_lines)] | None
+    ) = None
+    push_body: (
+        Annotated[str, StringConstraints(max_length=1000), AfterValidator(_plain_lines)] | None
+    ) = None
 
 
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{5,20}[0-9]$")
 
 
+_ACCENT = re.compile(r"^#[0-9a-fA-F]{6}$")
+# A base64 PNG or JPEG of at most 100 KB (decoded): 4/3 of that in base64, rounded up.
+MAX_LOGO_BYTES = 100 * 1024
+_MAX_LOGO_B64 = (MAX_LOGO_BYTES + 2) // 3 * 4
+
+
+class Branding(_Record):
+    """The practice's look in mails and pages: an accent colour and a logo (inline, cid:)."""
+
+    accent_color: str = "#1a6e5c"
+    # base64 of a PNG or JPEG image; practice-admin decodes and re-encodes every upload.
+    logo: Annotated[str, StringConstraints(max_length=_MAX_LOGO_B64)] | None = None
+
+    @field_validator("accent_color")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not _ACCENT.match(value):
+            raise ValueError('branding.accent_color must be a colour such as "#1a6e5c"')
+        return value.lower()
+
+    @field_validator("logo")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            data = base64.b64decode(value, validate=True)
+        except ValueError as exc:
+            raise ValueError("branding.logo must be base64 (a PNG or JPEG image)") from exc
+        if len(data) > MAX_LOGO_BYTES:
+            raise ValueError("branding.logo is larger than 100 KB")
+        if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
+            raise ValueError("branding.logo must be a PNG or JPEG image")
+        return value
+
+
 class PracticeConfig(_Record):
     """A practice's settings on ``practice.config.v1``; a tombstone means defaults (off)."""
 
-    practice_id: Identifier
+    practice_id: AgbCode
     name: ShortText
     phone: ShortText | None = None
     reminders_enabled: bool = False
@@ -323,7 +502,8 @@ class PracticeConfig(_Record):
     meeting_rules: MeetingRules = MeetingRules()
     # {type code or "default": {language: TemplateSet}}
     templates: dict[str, dict[Language, TemplateSet]] = {}
-    version: Annotated[int, Field(ge=0)] = 0
+    branding: Branding = Branding()
+    version: Int64 = 0
 
     @field_validator("phone")
     @classmethod
@@ -381,7 +561,7 @@ class PatientPreferences(_Record):
     email: EmailStr | None = None
     push_subscriptions: list[PushSubscriptionRecord] = []
     language: Language = "nl"
-    updated_at: AwareDatetime
+    updated_at: Instant
 
     @property
     def key(self) -> str:
@@ -398,10 +578,10 @@ class ReminderDue(_Record):
     practice_id: Identifier
     appointment_id: Identifier
     patient_id: PatientId
-    start: AwareDatetime
-    sequence: int
-    due_at: AwareDatetime
-    fired_at: AwareDatetime
+    start: Instant
+    sequence: UInt64
+    due_at: Instant
+    fired_at: Instant
     reason: Literal["booked_recently", "too_late"] | None = None
 
 
@@ -411,10 +591,10 @@ class FiredMarker(_Record):
     reminder_id: str
     practice_id: Identifier
     appointment_id: Identifier
-    start: AwareDatetime
-    end: AwareDatetime
-    due_at: AwareDatetime
-    fired_at: AwareDatetime
+    start: Instant
+    end: Instant
+    due_at: Instant
+    fired_at: Instant
 
 
 OutcomeReason = Literal[
@@ -448,7 +628,7 @@ class Outcome(_Record):
     channel: Channel | None = None
     status: Literal["sent", "suppressed", "failed"]
     reason: OutcomeReason | None = None
-    at: AwareDatetime
+    at: Instant
     # Extensions: the Message-ID of a sent mail, and a short non-personal detail.
     message_id: str | None = None
     detail: Annotated[str, StringConstraints(max_length=500)] | None = None

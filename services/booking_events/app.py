@@ -48,6 +48,7 @@ from services.booking_events import metrics
 from services.booking_events.batch import Decisions, Work, decide_config, decide_event
 from services.booking_events.ledger import Ledger
 from services.common.clock import Clock, SystemClock
+from services.common.health import loops_alive
 from services.common.kafka import (
     check_partitions,
     dead_letter_headers,
@@ -220,6 +221,12 @@ class BookingEventsService:
         if self.failed is not None:
             details["error"] = str(self.failed)
         return ready, details
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """/healthz: fails once the processing loop or the config table has died."""
+        return loops_alive(
+            {"booking-events": self.failed, "practice-config": self._config.follower.failed}
+        )
 
     @property
     def owned(self) -> frozenset[int]:

@@ -22,6 +22,7 @@ from services.booking_events.ledger import Ledger, Seen, judge
 from services.booking_events.metrics import source_label
 from services.booking_events.normalize import appointment_json
 from services.common.codec import DecodeError
+from services.common.containment import contain, is_about_the_record, record_error
 from services.common.kafka import DeadLetter
 from services.common.practice_config import ConfigRejected, validate_practice_config
 from services.domain.classify import classify
@@ -72,9 +73,21 @@ class Decisions:
 
 def decide_event(record: Record, ledger: Ledger, work: Work, decisions: Decisions) -> None:
     """One HIS event: refused (dead letter), dropped (duplicate, stale, expired) or
-    accepted (a new appointment state)."""
+    accepted (a new appointment state). An unexpected error about the record
+    dead-letters it too (services.common.containment): the partition goes on."""
     if work.oldest_ms is None or record.timestamp < work.oldest_ms:
         work.oldest_ms = record.timestamp
+    try:
+        _decide_event(record, ledger, work, decisions)
+    except Exception as exc:
+        if not is_about_the_record(exc):
+            raise
+        work.event_letters.append(dead_letter(record, record_error(exc, record.topic)))
+        work.results[(_source_of(record.value), "invalid")] += 1
+
+
+def _decide_event(record: Record, ledger: Ledger, work: Work, decisions: Decisions) -> None:
+    # Nothing is added to ``work`` before the last step that can raise.
     try:
         if is_fhir(record.headers):
             received_at = datetime.fromtimestamp(record.timestamp / 1000, UTC)
@@ -112,9 +125,8 @@ def decide_config(record: Record, work: Work) -> None:
     (the config table of every service skips it and keeps the last valid one)."""
     if record.value is None:
         return  # a tombstone: back to the defaults (reminders off)
-    try:
-        check_config(record.key, record.value)
-    except DecodeError as error:
+    error = contain(record.topic, check_config, record.key, record.value)
+    if isinstance(error, DecodeError):
         work.config_letters.append(dead_letter(record, error))
 
 

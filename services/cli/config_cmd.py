@@ -26,13 +26,13 @@ from services.cli._base import CliError, add_kafka_options, run_async, settings_
 from services.common.clock import SystemClock
 from services.common.codec import encode
 from services.common.kafka import KafkaUnavailable, describe_partitions, make_producer
-from services.common.partition import partition_for
 from services.common.practice_config import (
     ConfigRejected,
     explain_validation_error,
     practice_config_table,
     validate_practice_config,
 )
+from services.common.publishing import publish_on_practice_partitions
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
 from services.notifier.render import (
@@ -177,12 +177,7 @@ async def _publish(
     placed: dict[str, int] = {}
     try:
         await producer.start()
-        for practice_id, key, value in records:
-            partition = partition_for(practice_id, count)
-            await producer.send_and_wait(
-                topic, key=key.encode("utf-8"), value=value, partition=partition
-            )
-            placed[key] = partition
+        placed = await publish_on_practice_partitions(producer, topic, count, records)
     except KafkaError as exc:
         message = f"cannot publish to {topic} at {settings.bootstrap_servers}: {exc}"
         raise CliError(message, 1) from exc
@@ -492,7 +487,7 @@ def _preview(args: argparse.Namespace) -> int:
         )
     appointment = sample_appointment(config, type_code, SystemClock().now())
     try:
-        rendered = render_reminder(config, appointment, args.lang)
+        rendered = render_reminder(config, appointment, args.lang, logo_src="data")
     except TemplateRejected as exc:
         raise CliError(exc.reason) from exc
     if args.html_out is not None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["DecodeError", "decode", "encode", "validation_reason"]
+__all__ = [
+    "DecodeError",
+    "DuplicateKey",
+    "decode",
+    "encode",
+    "no_duplicate_keys",
+    "validation_reason",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -18,6 +25,23 @@ class DecodeError(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names a key twice; ``str()`` is the key."""
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: refuse an object with a key twice
+    (``{"id": "123456782", "id": "pt-1"}``: the last one would win silently)."""
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return document
 
 
 def encode(record: BaseModel) -> bytes:

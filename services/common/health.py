@@ -8,10 +8,20 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
-__all__ = ["HealthServer", "ReadinessCheck"]
+__all__ = ["HealthServer", "LivenessCheck", "ReadinessCheck", "loops_alive"]
 
 # A readiness check returns (ready, details); details name what is still loading.
 ReadinessCheck = Callable[[], tuple[bool, dict[str, object]]]
+# A liveness check returns (alive, details): False once a processing loop has died, so
+# that /healthz fails and an orchestrator restarts the process (not ready is not enough:
+# a dead loop never becomes ready again).
+LivenessCheck = Callable[[], tuple[bool, dict[str, object]]]
+
+
+def loops_alive(loops: dict[str, BaseException | None]) -> tuple[bool, dict[str, object]]:
+    """Liveness from the failures of named loops (``None``: running or not started)."""
+    dead = {name: type(exc).__name__ for name, exc in loops.items() if exc is not None}
+    return (not dead), ({"stopped": dead} if dead else {})
 
 
 class HealthServer:
@@ -21,12 +31,14 @@ class HealthServer:
         host: str,
         port: int,
         readiness: ReadinessCheck,
+        liveness: LivenessCheck | None = None,
         registry: CollectorRegistry = REGISTRY,
         service: str = "reminders",
     ) -> None:
         self._host = host
         self._port = port
         self._readiness = readiness
+        self._liveness = liveness
         self._registry = registry
         self._service = service
         self._runner: web.AppRunner | None = None
@@ -59,7 +71,9 @@ class HealthServer:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        return web.json_response({"status": "alive", "service": self._service})
+        alive, details = self._liveness() if self._liveness is not None else (True, {})
+        body = {"status": "alive" if alive else "dead", "service": self._service, **details}
+        return web.json_response(body, status=200 if alive else 503)
 
     async def _readyz(self, _: web.Request) -> web.Response:
         ready, details = self._readiness()

@@ -9,6 +9,10 @@ JVM), no Docker. Typical use::
         kafka.kill()  # SIGKILL the broker, keep its data (fault tests)
         kafka.restart()  # same ports, same data
 
+``LocalKafka(secure=True, users={"notifier": "pw", ...})`` starts it with a SASL_SSL
+listener only (SCRAM-SHA-512 users made at format time, TLS certificates made for the run,
+``ca_file``), the StandardAuthorizer and the super user ``admin`` (``admin_password``).
+
 A broker that is still running when the interpreter exits is stopped by an atexit hook.
 """
 
@@ -16,9 +20,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -70,10 +76,35 @@ def _run(args: list[str], timeout: float) -> str:
 class LocalKafka:
     """One local broker with its own state dir (config, data, kafka.log)."""
 
-    def __init__(self, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        secure: bool = False,
+        users: Mapping[str, str] | None = None,
+    ) -> None:
+        if users and not secure:
+            raise ValueError("users need secure=True")
         self._given_dir = state_dir
         self._state_dir: Path | None = None
+        self._secure = secure
+        self._users = dict(users or {})
+        self._users_file: Path | None = None
         self.bootstrap: str | None = None
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA of a secure broker's certificate (PEM)."""
+        if not self._secure or self._state_dir is None:
+            return None
+        return self._state_dir / "tls" / "ca.pem"
+
+    @property
+    def admin_password(self) -> str | None:
+        """The password of the super user ``admin`` of a secure broker."""
+        if not self._secure or self._state_dir is None:
+            return None
+        return (self._state_dir / "admin.password").read_text(encoding="utf-8").strip()
 
     @property
     def state_dir(self) -> Path | None:
@@ -145,8 +176,22 @@ class LocalKafka:
         args = ["start", "--dir", str(self._state_dir), "--timeout", str(max(1, round(timeout)))]
         if reuse:
             args.append("--reuse")
+        if self._secure and not reuse:
+            args.append("--secure")
+            if self._users:
+                args += ["--users", str(self._write_users())]
         # The script gives up (and cleans up) after `timeout`; allow it time to do so.
         return _run(args, timeout=timeout + _STOP_TIMEOUT).splitlines()[-1]
+
+    def _write_users(self) -> Path:
+        """The users for the format step, in a file only we can read (never in argv)."""
+        if self._users_file is None:
+            fd, name = tempfile.mkstemp(prefix="kafka-local-users.")
+            self._users_file = Path(name)
+            atexit.register(self._users_file.unlink, missing_ok=True)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.writelines(f"{user} {password}\n" for user, password in self._users.items())
+        return self._users_file
 
     def _stop_at_exit(self) -> None:
         with contextlib.suppress(LocalKafkaError):

@@ -15,6 +15,7 @@ a table keeps the practice's last valid config in force.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -37,13 +38,15 @@ from schemas.models import (
     Sender,
     TemplateSet,
 )
-from services.common.codec import DecodeError
+from services.common.codec import DecodeError, DuplicateKey, encode, no_duplicate_keys
 from services.common.settings import KafkaSettings
 from services.common.table import InvalidRecord, Table
 from services.common.topics import Topics
 from services.notifier.render import DEFAULT_KEY, TemplateRejected, check_templates
+from services.notifier.sendable import check_sendable
 
 __all__ = [
+    "MAX_CONFIG_BYTES",
     "ConfigRejected",
     "explain_validation_error",
     "patient_preferences_table",
@@ -175,8 +178,49 @@ def explain_validation_error(exc: ValidationError, root: type[BaseModel] = Pract
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _cross_checks(config: PracticeConfig) -> list[str]:
+# A config is one record on practice.config.v1 and lives in memory in every service:
+# well below Kafka's default 1 MB record limit, refused here before Kafka is asked.
+MAX_CONFIG_BYTES = 256 * 1024
+# Quiet hours may cover at most this much of the day: the rest is left for sending.
+_MAX_QUIET = dt.timedelta(hours=16)
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"the config is {size // 1024} KB; at most {MAX_CONFIG_BYTES // 1024} KB fits "
+        "practice.config.v1: shorten the templates or instructions"
+    )
+
+
+def _quiet_length(quiet: QuietHours) -> dt.timedelta:
+    day = dt.date(2026, 1, 1)
+    start = dt.datetime.combine(day, quiet.start)
+    end = dt.datetime.combine(day, quiet.end)
+    return (end - start) % dt.timedelta(days=1)
+
+
+def _settings_together(config: PracticeConfig) -> list[str]:
+    """Settings each valid on their own that together leave no moment to send."""
     problems: list[str] = []
+    send = config.send
+    if isinstance(send, HoursBefore) and send.hours * 60 < config.min_lead_minutes:
+        problems.append(
+            f"send.hours ({send.hours:g}) is less than min_lead_minutes "
+            f"({config.min_lead_minutes}): every reminder would be too late; send earlier "
+            "or lower min_lead_minutes"
+        )
+    if config.quiet_hours is not None and _quiet_length(config.quiet_hours) > _MAX_QUIET:
+        length = _quiet_length(config.quiet_hours)
+        hours, minutes = divmod(int(length.total_seconds()) // 60, 60)
+        problems.append(
+            f"quiet_hours cover {hours}:{minutes:02d} hours of the day; leave at least "
+            f"{24 - int(_MAX_QUIET.total_seconds()) // 3600} hours for sending"
+        )
+    return problems
+
+
+def _cross_checks(config: PracticeConfig) -> list[str]:
+    problems: list[str] = _settings_together(config)
     for code in config.appointment_types:
         if not code.strip() or len(code) > 64 or _CONTROL.search(code):
             problems.append(
@@ -226,7 +270,12 @@ def _parse(data: Mapping[str, Any] | bytes | str | PracticeConfig) -> PracticeCo
         data = data.model_dump(mode="python", warnings=False)
     elif isinstance(data, bytes | str):
         try:
-            data = json.loads(data)
+            data = json.loads(data, object_pairs_hook=no_duplicate_keys)
+        except DuplicateKey as exc:
+            raise ConfigRejected(
+                f"the config names the field '{str(exc)[:64]}' twice; the last one would win "
+                "silently, so give each field once"
+            ) from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ConfigRejected(f"the config is not valid JSON: {exc}") from exc
     if not isinstance(data, Mapping):
@@ -244,17 +293,32 @@ def _parse(data: Mapping[str, Any] | bytes | str | PracticeConfig) -> PracticeCo
 
 def validate_practice_config(
     data: Mapping[str, Any] | bytes | str | PracticeConfig,
+    *,
+    composed: bool = True,
 ) -> PracticeConfig:
     """The practice config if it can be used; else ConfigRejected with the reason.
 
     ``data`` is a mapping (from YAML or JSON), the JSON bytes of a record, or a model.
+    With ``composed`` (the default: ``config validate``/``apply``, practice-admin and
+    booking_events, which dead-letters a rejected config), every reminder the config can
+    produce is rendered and composed as a real e-mail and push message
+    (services.notifier.sendable), so that a config that validates can be sent. The
+    services' tables skip only that step: it costs a composed message per type and
+    language, for every practice, at every start.
     """
+    if isinstance(data, bytes | str) and len(data) > MAX_CONFIG_BYTES:
+        raise ConfigRejected(_too_large(len(data)))
     config = _parse(data)
     problems = _cross_checks(config)
+    size = len(encode(config))
+    if size > MAX_CONFIG_BYTES:
+        problems.append(_too_large(size))
     if problems:
         raise ConfigRejected("; ".join(problems)[:_MAX_REASON], config.practice_id)
     try:
         check_templates(config)
+        if composed:
+            check_sendable(config)
     except TemplateRejected as exc:
         raise ConfigRejected(exc.reason[:_MAX_REASON], config.practice_id) from exc
     return config
@@ -263,7 +327,7 @@ def validate_practice_config(
 def validate_for_table(config: PracticeConfig) -> PracticeConfig:
     """The ``validate`` hook of the config table: DecodeError keeps the last valid config."""
     try:
-        return validate_practice_config(config)
+        return validate_practice_config(config, composed=False)
     except ConfigRejected as exc:
         raise DecodeError("invalid_config", exc.reason) from exc
 

@@ -114,6 +114,7 @@ def make_app(service: Service, settings: Settings) -> ServiceApp:
         host=settings.metrics.host,
         port=settings.metrics.port,
         readiness=startup.readiness,
+        liveness=getattr(service, "liveness", None),
         service=service.name,
     )
 

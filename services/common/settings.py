@@ -185,6 +185,12 @@ class SmtpSettings(BaseModel):
     idle_noop_seconds: float = 30.0
     timeout: float = 15.0
     message_id_domain: str = "reminders.invalid"
+    # DKIM signing, all three or none (services/notifier/dkim.py): the d= domain, the s=
+    # selector, and the private key file (RSA PEM, or ed25519 as PEM or as the base64 seed
+    # dknewkey writes).
+    dkim_domain: str | None = None
+    dkim_selector: str | None = None
+    dkim_private_key_file: str | None = None
 
     @model_validator(mode="after")
     def _no_clear_auth(self) -> SmtpSettings:

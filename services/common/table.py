@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel
 
 from services.common.codec import DecodeError, decode
+from services.common.containment import is_about_the_record, record_error
 from services.common.kafka import describe_partitions, make_consumer
 from services.common.settings import KafkaSettings
 
@@ -260,6 +261,10 @@ class TopicFollower:
             self._apply(partition, key, record.value, record)
         except DecodeError as exc:
             await self._invalid(record, exc)
+        except Exception as exc:
+            if not is_about_the_record(exc):
+                raise
+            await self._invalid(record, record_error(exc, record.topic))
 
     async def _invalid(self, record: ConsumerRecord[bytes, bytes], error: DecodeError) -> None:
         if self._on_invalid is not None:

@@ -180,6 +180,36 @@ class Pipeline:
                 self.services[name] = service
             service.start()
 
+    def start_practice_admin(self, database_url: str, secret_key: str, demo: bool = False) -> str:
+        """practice-admin as ``reminders run practice-admin`` on a free port; returns its URL.
+
+        Its /readyz is on the same port as its pages. The database must be migrated.
+        """
+        name = "practice-admin"
+        service = self.services.get(name)
+        if service is None:
+            port = free_port()
+            env = self.service_env(name, free_port())
+            env.update(
+                {
+                    "REMINDERS_DATABASE__URL": database_url,
+                    "REMINDERS_ADMIN__HOST": "127.0.0.1",
+                    "REMINDERS_ADMIN__PORT": str(port),
+                    "REMINDERS_ADMIN__PUBLIC_URL": f"http://127.0.0.1:{port}",
+                    "REMINDERS_ADMIN__SECRET_KEY": secret_key,
+                    "REMINDERS_ADMIN__DEMO": "true" if demo else "false",
+                }
+            )
+            service = ServiceProcess(
+                name=name,
+                env=env,
+                log_path=self.out_dir / "logs" / f"{name}.log",
+                metrics_port=port,
+            )
+            self.services[name] = service
+        service.start()
+        return f"http://127.0.0.1:{service.metrics_port}"
+
     async def wait_ready(self, names: Iterable[str] = SERVICE_NAMES, timeout: float = 90) -> None:
         names = list(names)
         deadline = time.monotonic() + timeout

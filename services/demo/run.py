@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import secrets
 import signal
 import sys
 import time
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from schemas.models import PracticeConfig
+from services.common.db import create_engine, session_factory, upgrade
 from services.common.local_kafka import LocalKafka
 from services.common.settings import Settings
 from services.demo.followup import show_follow_up
@@ -24,6 +28,7 @@ from services.demo.pipeline import MESSAGE_ID_DOMAIN, SERVICE_NAMES, Pipeline, o
 from services.demo.workload import Workload, generate
 from services.notifier.email import message_id_for
 from services.notifier.push import push_topic
+from services.practice_admin.accounts import add_user
 
 __all__ = ["DemoOptions", "DemoResult", "run_demo"]
 
@@ -94,6 +99,8 @@ async def run_demo(options: DemoOptions) -> DemoResult:
         stop.set()
 
     watching = False
+    code_printer: asyncio.Task[None] | None = None
+    admin_url = ""
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, interrupt)
     try:
@@ -152,6 +159,10 @@ async def run_demo(options: DemoOptions) -> DemoResult:
             f"[5/6] HIS connector published {len(workload.events)} events "
             f"(+{len(BAD_EVENTS)} malformed); reminders fall due within the next minute"
         )
+        # The beheeromgeving starts once the workload is out, so it never delays it.
+        shown = next((c for c in workload.practices if c.reminders_enabled), workload.practices[0])
+        admin_url = await _start_practice_admin(pipeline, out_dir, shown)
+        code_printer = asyncio.create_task(_announce_practice_admin(pipeline, admin_url))
         wanted = set(workload.expected.deliveries) | {
             rid for rid, why in workload.expected.suppressed.items() if why != "cancelled"
         }
@@ -168,10 +179,15 @@ async def run_demo(options: DemoOptions) -> DemoResult:
             result.ok = False
         _say(f"done in {time.monotonic() - started:.0f} s")
         if options.keep_running and not stop.is_set():
-            _say("--keep-running: services stay up for Prometheus; Ctrl-C stops everything")
+            _say(
+                "--keep-running: services and the beheeromgeving stay up "
+                f"({admin_url}/login); Ctrl-C stops everything"
+            )
             await stop.wait()
         return result
     finally:
+        if code_printer is not None:
+            code_printer.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if pipeline is not None:
@@ -217,7 +233,10 @@ async def _summarise(pipeline: Pipeline, workload: Workload, out_dir: Path) -> D
     outcomes = await pipeline.outcomes()
     summary = outcome_summary(outcomes)
     dlq = await pipeline.dlq_counts()
-    mail_ids = pipeline.smtp.message_ids()
+    # Sign-in codes of the beheeromgeving are not reminders.
+    mail_ids = [
+        str(m.message["Message-ID"]) for m in pipeline.smtp.messages if DEMO_ADMIN not in m.rcpt_tos
+    ]
     push_topics = [r.topic for r in pipeline.push.log]
 
     want_mail = {
@@ -287,6 +306,49 @@ async def _summarise(pipeline: Pipeline, workload: Workload, out_dir: Path) -> D
         duplicates=duplicates,
         problems=problems,
     )
+
+
+DEMO_ADMIN = "beheerder@demo.invalid"
+_CODE = re.compile(r"\b(\d{6})\b")
+
+
+async def _start_practice_admin(pipeline: Pipeline, out_dir: Path, practice: PracticeConfig) -> str:
+    """A migrated SQLite database with one demo beheerder, and practice-admin on it."""
+    url = f"sqlite+aiosqlite:///{out_dir / 'admin.sqlite3'}"
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+        async with session_factory(engine).begin() as session:
+            await add_user(
+                session, DEMO_ADMIN, practice.practice_id, "beheerder", datetime.now(UTC)
+            )
+    finally:
+        await engine.dispose()
+    return pipeline.start_practice_admin(url, secret_key=secrets.token_urlsafe(32), demo=True)
+
+
+async def _announce_practice_admin(pipeline: Pipeline, url: str) -> None:
+    """Says where the beheeromgeving is once it is ready, then prints every sign-in code."""
+    assert pipeline.smtp is not None
+    try:
+        await pipeline.wait_ready(["practice-admin"], timeout=120)
+    except (RuntimeError, TimeoutError) as exc:
+        _say(f"      beheeromgeving did not start: {exc}")
+        return
+    _say(
+        f"      beheeromgeving: {url}/login  (sign in as {DEMO_ADMIN}; the code arrives in "
+        "the demo's mail sink and is printed here)"
+    )
+    seen = 0
+    while True:
+        mails = [m for m in pipeline.smtp.messages if DEMO_ADMIN in m.rcpt_tos]
+        for mail in mails[seen:]:
+            body = mail.message.get_body(("plain",))
+            found = _CODE.search(body.get_content()) if body is not None else None
+            if found:
+                _say(f"      sign-in code for {DEMO_ADMIN}: {found.group(1)} (valid 10 minutes)")
+        seen = len(mails)
+        await asyncio.sleep(0.5)
 
 
 def main(options: DemoOptions) -> int:

@@ -22,7 +22,17 @@ Reason codes (the ``error-reason`` header of ``his.appointments.v1.dlq.v1``):
 ``invalid_field``          a field has the wrong type or shape
 ``key_mismatch``           the record key is not the event's practice id
 ``wrong_partition``        the record is not on its practice's partition
+``invalid_practice_id``    the practice id is not an AGB code (8 digits)
+``duplicate_key``          a JSON object names the same key twice
+``control_character``      a text holds a control, line-separator, direction or invisible
+                           character, or an RFC 2047 encoded word
+``time_out_of_range``      a time outside 2000-01-01 .. 2100-01-01 (UTC)
+``number_out_of_range``    an integer beyond 64 bits (2**63 - 1), or a version that is
+                           not ASCII digits
 =========================  ===========================================================
+
+What the edge accepts, every later stage can process: digits are ASCII digits, integers
+fit 64 bits, times lie in a sane range after conversion to UTC, texts are plain.
 
 FHIR R4
 -------
@@ -77,6 +87,7 @@ integers) and a ``lastUpdated`` (epoch milliseconds) do not compare.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -87,8 +98,8 @@ from typing import Any, Final, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
-from schemas.models import AppointmentEvent
-from services.common.codec import DecodeError
+from schemas.models import MAX_INT64, AppointmentEvent
+from services.common.codec import DecodeError, DuplicateKey, no_duplicate_keys
 from services.common.partition import partition_for
 
 __all__ = [
@@ -103,6 +114,7 @@ __all__ = [
     "Problem",
     "check_placement",
     "content_type",
+    "duplicate_key_problem",
     "event_from_dict",
     "event_id_for",
     "fhir_to_event",
@@ -130,6 +142,11 @@ REASONS: Final = (
     "invalid_field",
     "key_mismatch",
     "wrong_partition",
+    "invalid_practice_id",
+    "duplicate_key",
+    "control_character",
+    "time_out_of_range",
+    "number_out_of_range",
 )
 # When a record has several faults, the header names the one that matters most: privacy
 # first, then what a connector developer most likely got wrong.
@@ -211,9 +228,15 @@ def _native_problems(value: bytes | None) -> AppointmentEvent | list[Problem]:
     if value is None:
         return [Problem("no_value", "the record has no value")]
     try:
-        return AppointmentEvent.model_validate_json(value)
+        event = AppointmentEvent.model_validate_json(value)
     except ValidationError as exc:
         found = validation_problems(exc)
+    else:
+        duplicate = duplicate_key_problem(value)
+        return event if duplicate is None else [duplicate]
+    duplicate = duplicate_key_problem(value)
+    if duplicate is not None:
+        found.insert(0, duplicate)
     if b'"resourceType"' in value and found[0].reason in ("missing_field", "invalid_field"):
         found[0] = replace(
             found[0],
@@ -281,8 +304,28 @@ def validation_problems(
     return found
 
 
+def duplicate_key_problem(value: bytes | str) -> Problem | None:
+    """A Problem if a JSON object in ``value`` names a key twice (the last would win
+    silently: ``"id":"123456782","id":"pt-1"``), else None. Invalid JSON is left to the
+    model's parser."""
+    try:
+        json.loads(value, object_pairs_hook=no_duplicate_keys)
+    except DuplicateKey as exc:
+        key = str(exc)[:40]
+        return Problem(
+            "duplicate_key",
+            f"a JSON object names the key {key!r} twice; send each field once",
+            key,
+        )
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
 def _reason(error: ErrorDetails) -> str:
     kind = error["type"]
+    if kind in _PRIORITY:
+        return kind  # our own error types (PydanticCustomError) are reason codes
     loc = tuple(str(p) for p in error["loc"])
     message = error.get("msg", "")
     if kind in ("json_invalid", "json_type") or (kind == "model_type" and not loc):
@@ -301,7 +344,14 @@ def _reason(error: ErrorDetails) -> str:
         return "end_before_start"
     if kind == "missing":
         return "missing_field"
+    if kind == "less_than_equal" and loc and loc[-1] in _INTEGER_FIELDS:
+        return "number_out_of_range"
+    if kind == "int_parsing_size":
+        return "number_out_of_range"
     return "invalid_field"
+
+
+_INTEGER_FIELDS: Final = frozenset({"sequence", "version"})
 
 
 def _message(error: ErrorDetails, reason: str) -> str:
@@ -439,11 +489,15 @@ def fhir_to_event(resource: FhirAppointment, *, received_at: datetime) -> Appoin
 def _fhir_problems(value: bytes | None, received_at: datetime) -> AppointmentEvent | list[Problem]:
     if value is None:
         return [Problem("no_value", "the record has no value")]
+    duplicate = duplicate_key_problem(value)
     try:
         resource = FhirAppointment.model_validate_json(value)
     except ValidationError as exc:
-        return validation_problems(exc)
-    return _resource_problems(resource, received_at)
+        return ([duplicate] if duplicate else []) + validation_problems(exc)
+    found = _resource_problems(resource, received_at)
+    if duplicate is None:
+        return found
+    return [duplicate] + ([] if isinstance(found, AppointmentEvent) else found)
 
 
 def _resource_problems(
@@ -622,9 +676,24 @@ def _practice_id(locations: list[Participant]) -> str:
 def _sequence(meta: Meta) -> int:
     version = (meta.versionId or "").strip()
     if version.isdigit():
+        # str.isdigit() is true for "²" and "٣" too, which int() refuses or reads:
+        # only ASCII digits are a version, and it must fit 64 bits.
+        if not version.isascii() or len(version) > 19 or int(version) > MAX_INT64:
+            raise DecodeError(
+                "number_out_of_range",
+                "sequence (meta.versionId): give meta.versionId as ASCII digits, an integer "
+                "of at most 2**63 - 1 that grows with every change",
+            )
         return int(version)
     if meta.lastUpdated is not None:
-        return int(meta.lastUpdated.timestamp() * 1000)
+        try:
+            return int(meta.lastUpdated.timestamp() * 1000)
+        except (OverflowError, ValueError):
+            raise DecodeError(
+                "time_out_of_range",
+                "sequence (meta.lastUpdated): the time must lie between 2000-01-01 and "
+                "2100-01-01 (UTC)",
+            ) from None
     raise DecodeError(
         "missing_field",
         "sequence (meta.versionId / meta.lastUpdated): give meta.versionId as an integer that "

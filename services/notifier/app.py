@@ -28,13 +28,16 @@ from faststream.kafka import KafkaBroker
 
 from schemas.models import Outcome
 from services.common.clock import Clock, SystemClock
+from services.common.health import loops_alive
 from services.common.kafka import admin_client, check_partitions, make_consumer, make_producer
 from services.common.runtime import StartRefused, make_app, make_broker
 from services.common.settings import PushSettings, Settings, SmtpSettings
 from services.common.topics import Topics
 from services.notifier.delivery import Deliverer, EmailTransport, PushTransport
+from services.notifier.dkim import DkimSigner, DkimSigningTransport, load_dkim_key
 from services.notifier.email import SmtpOptions, SmtpPool
 from services.notifier.engine import NotifierContext, PartitionWorker
+from services.notifier.patient_mail import patient_mail_from_settings
 from services.notifier.push import KNOWN_PUSH_SERVICES, VapidOptions, WebPushSender
 from services.notifier.retry import RetryPolicy
 from services.notifier.tables import NotifierTables
@@ -195,12 +198,21 @@ class NotifierService:
             base_delay=settings.notifier.retry_base_seconds,
             max_delay=settings.notifier.retry_max_seconds,
         )
+        email_transport = self._smtp
+        dkim_key = load_dkim_key(settings.smtp)  # DkimKeyError says what to fix
+        if dkim_key is not None and email_transport is not None:
+            email_transport = DkimSigningTransport(email_transport, DkimSigner(dkim_key))
+            log.info(
+                "DKIM signing on",
+                extra={"dkim_domain": dkim_key.domain, "dkim_algorithm": dkim_key.algorithm},
+            )
         deliverer = Deliverer(
-            email=self._smtp,
+            email=email_transport,
             push=self._push,
             policy=policy,
             message_id_domain=settings.smtp.message_id_domain,
             sleep=self.clock.sleep,
+            patient_mail=patient_mail_from_settings(settings),
         )
         self._dlq_producer = make_producer(kafka)
         await self._dlq_producer.start()
@@ -290,6 +302,17 @@ class NotifierService:
             details["reason"] = f"no mail can be sent: {problem.message}"
             details["mail"] = {"problem": problem.reason}
         return ready, details
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """/healthz: fails once the dispatching loop or a table has died."""
+        task = self._dispatcher
+        died = None
+        if task is not None and task.done() and not task.cancelled():
+            died = task.exception()
+        loops: dict[str, BaseException | None] = {"dispatch": died}
+        if self._tables is not None:
+            loops.update(self._tables.failures())
+        return loops_alive(loops)
 
     # ------------------------------------------------------------------ views for tests
     @property

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -41,7 +40,8 @@ from services.notifier.errors import (
     TransientSendError,
 )
 from services.notifier.metrics import RETRIES, SEND_SECONDS
-from services.notifier.push import PushSubscription, push_topic
+from services.notifier.patient_mail import PatientMail
+from services.notifier.push import PushSubscription, push_payload, push_topic
 from services.notifier.render import RenderedReminder
 from services.notifier.retry import RetryPolicy, retry_transient
 
@@ -123,8 +123,11 @@ class Deliverer:
         message_id_domain: str,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        patient_mail: PatientMail | None = None,
     ) -> None:
         self._email = email
+        # One-click unsubscribe and the calendar part; None: the plain message.
+        self._patient_mail = patient_mail
         self._push = push
         self._policy = policy
         self._domain = message_id_domain
@@ -171,7 +174,7 @@ class Deliverer:
         """Send over `channels`; `outage_is_failure` turns "blocked" into a failed result."""
         results: list[_ChannelResult] = []
         if "email" in channels:
-            mail = await self._send_email(due, config, prefs, rendered, now)
+            mail = await self._send_email(due, config, appointment, prefs, rendered, now)
             if mail.outage and not outage_is_failure:
                 return Delivery(status="blocked", channel="email", detail=mail.detail)
             results.append(mail)
@@ -183,6 +186,7 @@ class Deliverer:
         self,
         due: ReminderDue,
         config: PracticeConfig,
+        appointment: Appointment,
         prefs: PatientPreferences,
         rendered: RenderedReminder,
         now: datetime,
@@ -199,10 +203,16 @@ class Deliverer:
                 subject=rendered.email.subject,
                 text=rendered.email.text,
                 html=rendered.email.html,
-                unsubscribe_url=config.preferences_url,
+                unsubscribe_url=(
+                    self._patient_mail.unsubscribe_url(due, config, now)
+                    if self._patient_mail is not None
+                    else config.preferences_url
+                ),
                 message_id_domain=self._domain,
                 date=now,
             )
+            if self._patient_mail is not None:
+                self._patient_mail.complete(msg, config, appointment, prefs.language, now)
             await self._with_retries("email", lambda: transport.send(msg))
         except TransientSendError as exc:
             return _ChannelResult(
@@ -234,10 +244,7 @@ class Deliverer:
         transport = self._push
         if transport is None or not prefs.push_subscriptions:
             return _ChannelResult("push", ok=False, reason="no_channel", detail="push: none")
-        payload = json.dumps(
-            {"title": rendered.push.title, "body": rendered.push.body, "lang": prefs.language},
-            ensure_ascii=False,
-        ).encode("utf-8")
+        payload = push_payload(rendered.push.title, rendered.push.body, prefs.language)
         # Kept by the push service for an offline device until the appointment starts.
         ttl = int((appointment.start - now).total_seconds())
         topic = push_topic(due.practice_id, due.appointment_id)

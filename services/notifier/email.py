@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import aiosmtplib
 
+from schemas.models import unsafe_text_problem
 from services.common.settings import is_loopback_host
 from services.notifier.errors import PermanentSendError, SendError, TransientSendError
 from services.notifier.mail_health import MailHealth, SmtpProblem, diagnose, outcome_reason
@@ -126,6 +127,12 @@ def compose_email(
         _check_line(value, name)
     if unsubscribe_url is not None:
         _check_line(unsubscribe_url, "unsubscribe_url")
+    for name, value in (("subject", subject), ("from_name", from_name)):
+        # Plain text only: an encoded word (=?utf-8?q?...=0D=0A...?=) would be decoded by
+        # the e-mail package into the header, and a direction character could hide text.
+        problem = unsafe_text_problem(value)
+        if problem is not None:
+            raise PermanentSendError("invalid_header", f"{name} {problem}")
 
     sender = _parse_address(from_address, "invalid_sender", display_name=from_name)
     recipient = _parse_address(to, "invalid_address")
@@ -155,7 +162,21 @@ def compose_email(
     # search (a fresh regex compile each time), over half the cost of flattening.
     msg.make_alternative(boundary=f"=_reminder_{secrets.token_hex(12)}")
     msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
+    _check_headers_as_given(msg, from_name, subject)
     return msg
+
+
+def _check_headers_as_given(msg: EmailMessage, from_name: str, subject: str) -> None:
+    """The headers hold exactly the plain text given: one From with that name, that
+    subject. Anything the e-mail package would have read differently is refused."""
+    senders = msg.get_all("From") or []
+    if len(senders) != 1 or len(msg.get_all("Subject") or []) != 1:
+        raise PermanentSendError("invalid_header", "the message must have one From and Subject")
+    addresses: tuple[Address, ...] = getattr(senders[0], "addresses", ())
+    if len(addresses) != 1 or addresses[0].display_name != from_name.strip():
+        raise PermanentSendError("invalid_header", "from_name does not survive as plain text")
+    if str(msg["Subject"]) != subject:
+        raise PermanentSendError("invalid_header", "subject does not survive as plain text")
 
 
 def _check_line(value: str, name: str) -> None:

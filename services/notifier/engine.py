@@ -64,6 +64,7 @@ from schemas.models import (
 )
 from services.common.clock import Clock
 from services.common.codec import DecodeError, decode, encode
+from services.common.containment import is_about_the_record, record_error
 from services.common.kafka import DeadLetter, make_producer, send_dead_letter
 from services.common.partition import partition_for
 from services.common.settings import Settings
@@ -435,8 +436,10 @@ class PartitionWorker:
                     "wrong_partition",
                     f"the practice belongs on partition {expected}, not {self.partition}",
                 )
-        except DecodeError as exc:
-            item.letter = dead_letter_for(record, exc)
+        except Exception as exc:
+            if not is_about_the_record(exc):
+                raise
+            item.letter = dead_letter_for(record, record_error(exc, record.topic))
             return
         item.due = due
 
@@ -545,7 +548,15 @@ class PartitionWorker:
                     deferred = batch[index:]
                     break
                 seen.add(item.due.reminder_id)
-                self._decide(item, ledger, now, sending)
+                try:
+                    self._decide(item, ledger, now, sending)
+                except Exception as exc:
+                    # Contained: the record goes to the DLQ, the partition goes on.
+                    if not is_about_the_record(exc):
+                        raise
+                    sending.discard(item.due.reminder_id)
+                    item.rendered = item.outcome = None
+                    item.letter = dead_letter_for(record, record_error(exc, record.topic))
             items.append(item)
 
         to_send = [i for i in items if i.rendered is not None and i.outcome is None]

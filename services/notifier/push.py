@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import logging
 import re
 import time
@@ -41,6 +42,7 @@ __all__ = [
     "VapidOptions",
     "WebPushSender",
     "generate_vapid_keys",
+    "push_payload",
     "push_topic",
 ]
 
@@ -82,6 +84,13 @@ class PushSubscription:
     endpoint: str
     p256dh: str
     auth: str
+
+
+def push_payload(title: str, body: str, language: str) -> bytes:
+    """The notification the service worker shows: JSON, UTF-8 (what the size limit counts)."""
+    return json.dumps({"title": title, "body": body, "lang": language}, ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def push_topic(practice_id: str, appointment_id: str) -> str:

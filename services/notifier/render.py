@@ -48,6 +48,7 @@ from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from schemas.models import (
+    UNSAFE_TEXT,
     Agenda,
     Appointment,
     AppointmentType,
@@ -58,6 +59,7 @@ from schemas.models import (
     PracticeConfig,
     Practitioner,
 )
+from services.domain.branding import LogoSource, apply_branding
 
 __all__ = [
     "CONTEXT_NAMES",
@@ -294,22 +296,18 @@ def _check_tree(source: str, *, html_part: bool) -> Template:
         if isinstance(node, nodes.Getattr):
             if node.attr.startswith("_"):
                 raise ValueError(f"{where}'{node.attr}' reaches outside the template's context")
-            if (
-                isinstance(node.node, nodes.Name)
-                and node.node.name == "practice"
-                and node.attr not in _PRACTICE_FIELDS
-            ):
-                raise ValueError(
-                    f"{where}unknown name 'practice.{node.attr}'; available: "
-                    f"{', '.join(_context_help())}"
-                )
+            _check_practice_field(node.node, node.attr, where)
         if (
             isinstance(node, nodes.Getitem)
             and isinstance(node.arg, nodes.Const)
             and isinstance(node.arg.value, str)
-            and node.arg.value.startswith("_")
         ):
-            raise ValueError(f"{where}'{node.arg.value}' reaches outside the template's context")
+            if node.arg.value.startswith("_"):
+                raise ValueError(
+                    f"{where}'{node.arg.value}' reaches outside the template's context"
+                )
+            # label["format"] falls back to getattr: the same rule as label.format.
+            _check_practice_field(node.node, node.arg.value, where)
         if isinstance(node, nodes.Filter) and node.name not in _ALLOWED_FILTERS:
             raise ValueError(f"{where}filter '{node.name}' cannot be used; {_ALLOWED_HINT}")
     try:
@@ -318,6 +316,21 @@ def _check_tree(source: str, *, html_part: bool) -> Template:
         raise ValueError(str(exc)) from exc
     except SyntaxError as exc:  # Python's own limits on the generated code
         raise ValueError("the template is nested too deeply") from exc
+
+
+def _check_practice_field(base: nodes.Node, attr: str, where: str) -> None:
+    """Only ``practice.name`` and ``practice.phone`` are attributes: ``label.format`` or
+    ``date_text.upper`` would render a method's repr into the message."""
+    if isinstance(base, nodes.Name) and base.name == "practice":
+        if attr not in _PRACTICE_FIELDS:
+            raise ValueError(
+                f"{where}unknown name 'practice.{attr}'; available: {', '.join(_context_help())}"
+            )
+        return
+    raise ValueError(
+        f"{where}'.{attr}': only practice.name and practice.phone have fields; use a "
+        f"filter instead (such as |upper); {_ALLOWED_HINT}"
+    )
 
 
 def _context_help() -> list[str]:
@@ -410,17 +423,22 @@ def _render_part(source: str, part: str, context: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- output shaping
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+# What may never reach a subject, a push message or the e-mail text, whatever a template
+# or a value produced (the edges refuse these already; this is the second line).
+_UNSAFE = re.compile(UNSAFE_TEXT.pattern + "+")
 _SPACES = re.compile(r"[ \t]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
 def _one_line(value: str) -> str:
-    """Subject and push texts: CR/LF and other control characters become one space."""
-    return _SPACES.sub(" ", _CONTROL.sub(" ", value)).strip()
+    """Subject and push texts: CR/LF and other control, line-separator and direction
+    characters become one space."""
+    return _SPACES.sub(" ", _UNSAFE.sub(" ", value)).strip()
 
 
 def _tidy_text(value: str) -> str:
     value = value.replace("\r\n", "\n").replace("\r", "\n")
+    value = "\n".join(_UNSAFE.sub(" ", line) for line in value.split("\n"))
     lines = [line.rstrip() for line in value.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
 
@@ -578,7 +596,11 @@ def _html_document(
 
 
 def render_reminder(
-    config: PracticeConfig, appointment: Appointment, language: str
+    config: PracticeConfig,
+    appointment: Appointment,
+    language: str,
+    *,
+    logo_src: LogoSource = "cid",
 ) -> RenderedReminder:
     """The e-mail and push texts for one appointment, in ``language`` (``nl`` if unknown).
 
@@ -610,14 +632,23 @@ def render_reminder(
     text = _tidy_text(rendered["text"]) + "\n\n" + urgent + "\n"
     if footer:
         text += "\n" + footer + "\n"
-    html_body = sanitize_html(rendered["html"]).strip()
+    html_body = sanitize_html(_UNSAFE.sub(" ", rendered["html"])).strip()
     push_body = _one_line(rendered["push_body"])
-    push_body = f"{push_body} {urgent}" if push_body else urgent
+    # The urgent line stands on a line of its own after the practice's text: no text
+    # before it shares its paragraph, so no direction character (refused anyway) could
+    # reorder it.
+    push_body = f"{push_body}\n{urgent}" if push_body else urgent
     return RenderedReminder(
         email=RenderedEmail(
             subject=subject,
             text=text,
-            html=_html_document(language, subject, html_body, urgent, config.preferences_url),
+            # The practice's look (services.domain.branding); ``logo_src="data"`` for
+            # previews in a browser, which cannot show a cid: image.
+            html=apply_branding(
+                _html_document(language, subject, html_body, urgent, config.preferences_url),
+                config,
+                logo_src=logo_src,
+            ),
         ),
         push=RenderedPush(title=_one_line(rendered["push_title"]), body=push_body),
     )

@@ -93,6 +93,15 @@ class NotifierTables:
             await table.stop()
         self._started.clear()
 
+    def failures(self) -> dict[str, BaseException | None]:
+        """The failure of each table's follower loop (None while it runs)."""
+        return {
+            "practice-config": self.configs.follower.failed,
+            "preferences": self.preferences.follower.failed,
+            "appointments": self.appointments.follower.failed,
+            "outcomes": self.outcomes.failed,
+        }
+
     # ------------------------------------------------------------------ partitions
     async def follow(self, partition: int, committed_offset: int, timeout: float) -> Ledger:
         """Follow the partition's preferences, appointments and outcomes; wait until

@@ -43,6 +43,7 @@ from aiokafka.errors import (
 
 from services.common.clock import Clock
 from services.common.codec import DecodeError
+from services.common.containment import contain, is_about_the_record, record_error
 from services.common.kafka import DeadLetter, make_consumer, make_producer
 from services.common.partition import partition_for
 from services.common.settings import Settings
@@ -294,7 +295,17 @@ class PartitionWorker:
     # ------------------------------------------------------------------ appointments
     def apply(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> DeadLetter | None:
         """Apply one record of appointments.v1; a record that cannot be used is returned
-        as a dead letter (unless an earlier owner sent it already)."""
+        as a dead letter (unless an earlier owner sent it already). An unexpected error
+        about the record dead-letters it too (services.common.containment)."""
+        try:
+            return self._apply(record, now)
+        except Exception as exc:
+            if not is_about_the_record(exc):
+                raise
+            # As for any refused record, the appointment's last good state stays planned.
+            return self._dead_letter(record, record_error(exc, record.topic))
+
+    def _apply(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> DeadLetter | None:
         key = record.key
         if key is None:
             return self._dead_letter(record, DecodeError("no_key", "compacted records need a key"))
@@ -357,7 +368,11 @@ class PartitionWorker:
             now = ctx.clock.now()
             fires: list[Fire] = []
             for timer in self.planner.timers.pop_due(to_ms(now), settings.fire_batch_size):
-                fire = self.planner.at_fire(timer, now)
+                # A timer that cannot fire (contained: counted and logged) is dropped, so
+                # that the partition is not reloaded only to stop at it again.
+                fire = contain(ctx.topics.appointments, self.planner.at_fire, timer, now)
+                if isinstance(fire, DecodeError):
+                    continue
                 if fire is None:
                     metrics.MISSED.inc()
                 else:

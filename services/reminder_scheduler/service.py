@@ -30,6 +30,7 @@ from faststream.kafka import KafkaBroker
 
 from schemas.models import PracticeConfig
 from services.common.clock import Clock, SystemClock
+from services.common.health import loops_alive
 from services.common.kafka import (
     DeadLetter,
     check_partitions,
@@ -167,6 +168,16 @@ class SchedulerService:
         if self.failed is not None:
             details["error"] = str(self.failed)
         return ready, details
+
+    def liveness(self) -> tuple[bool, dict[str, object]]:
+        """/healthz: fails once the appointment consumer or the config table has died."""
+        config = self._configs
+        return loops_alive(
+            {
+                "appointments": self.failed,
+                "practice-config": config.follower.failed if config is not None else None,
+            }
+        )
 
     # ------------------------------------------------------------------ policies
     def policy_of(self, practice_id: str) -> Policy:

@@ -57,4 +57,6 @@ async def test_fault_scenario(scenario: str, own_broker: LocalKafka, tmp_path: P
     assert report.missing_outcomes == 0, report.line()
     assert report.dlq >= report.dlq_expected, report.line()
     assert not report.crashes, report.crashes
+    assert report.services_stopped == 0, report.line() + " " + "; ".join(report.notes)
+    assert report.odd_unprocessed == 0, report.line() + " " + "; ".join(report.notes)
     assert not report.leaks, report.leaks

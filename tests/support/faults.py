@@ -43,6 +43,10 @@ class ScenarioReport:
     missing_outcomes: int = 0
     dlq: int = 0
     dlq_expected: int = 0
+    # Issue 12: services that stopped (exited, or not alive and ready at the end), and
+    # odd records the edges accepted that were not processed.
+    services_stopped: int = 0
+    odd_unprocessed: int = 0
     crashes: list[str] = field(default_factory=list)
     leaks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -57,6 +61,8 @@ class ScenarioReport:
             and self.missing_outcomes == 0
             and self.duplicates == self.duplicates_in_crash_window
             and self.dlq >= self.dlq_expected
+            and self.services_stopped == 0
+            and self.odd_unprocessed == 0
             and not self.crashes
             and not self.leaks
         )
@@ -67,7 +73,9 @@ class ScenarioReport:
             f"lost {self.lost}  unexpected {self.unexpected}  duplicates {self.duplicates} "
             f"(crash window {self.duplicates_in_crash_window})  scheduler-dups "
             f"{self.scheduler_duplicates}  dlq {self.dlq}/{self.dlq_expected}  "
-            f"crashes {len(self.crashes)}  {self.seconds:.0f}s  {'OK' if self.ok else 'FAIL'}"
+            f"crashes {len(self.crashes)}  stopped {self.services_stopped}  "
+            f"odd-unprocessed {self.odd_unprocessed}  {self.seconds:.0f}s  "
+            f"{'OK' if self.ok else 'FAIL'}"
         )
 
 
@@ -85,6 +93,8 @@ class Context:
     optional: set[str] = field(default_factory=set)
     notifier_kills: int = 0
     kills: dict[str, int] = field(default_factory=dict)
+    # appointments.v1 keys that odd but valid records must produce (malformed scenario).
+    odd_processed: set[str] = field(default_factory=set)
 
 
 Action = Callable[[Context], Awaitable[None]]
@@ -168,6 +178,20 @@ async def malformed_records(ctx: Context) -> None:
             topic_kind=topic.removeprefix(topics.prefix), practice=practice, rng=ctx.rng, count=8
         )
         sent += await ctx.pipeline.publish(topic, ((k, v, practice) for k, v in records))
+    # Issue 12: records the edges might accept although they are odd. Each must end in
+    # a DLQ with its reason or be processed; no service may stop.
+    from tests.support.garbage import FHIR_HEADERS, GHOST_PRACTICE, odd_records
+
+    for odd in odd_records(datetime.now(UTC)):
+        await ctx.pipeline.publish(
+            f"{topics.prefix}{odd.topic_kind}",
+            [(odd.key, odd.value, GHOST_PRACTICE)],
+            headers=FHIR_HEADERS if odd.fhir else None,
+        )
+        if odd.verdict == "dlq":
+            sent += 1
+        else:
+            ctx.odd_processed.add(odd.state_key)
     ctx.report.dlq_expected = sent
 
 
@@ -282,10 +306,34 @@ async def run_scenario(
             await task
         await asyncio.sleep(3)  # late duplicates, if any, would show now
         await _evaluate(ctx, wanted)
+        if ctx.odd_processed:
+            await _check_still_serving(ctx)
     finally:
         await pipeline.stop()
         report.seconds = time.monotonic() - started
     return report
+
+
+async def _check_still_serving(ctx: Context) -> None:
+    """After bad input: every service alive and ready, every odd record processed."""
+    import aiohttp
+
+    report = ctx.report
+    async with aiohttp.ClientSession() as session:
+        for name, service in ctx.pipeline.services.items():
+            if not service.alive() or not await service.ready(session):
+                report.services_stopped += 1
+                report.notes.append(f"{name} not alive and ready after the bad records")
+    report.services_stopped += len(report.crashes)
+    states = {
+        key.decode()
+        for key, value in await ctx.pipeline.read_topic(ctx.pipeline.topics.appointments)
+        if key is not None and value is not None
+    }
+    missing = ctx.odd_processed - states
+    report.odd_unprocessed = len(missing)
+    if missing:
+        report.notes.append("odd records not processed: " + ", ".join(sorted(missing)))
 
 
 async def _safe_outcomes(pipeline: Pipeline) -> list:  # type: ignore[type-arg]

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -169,3 +172,151 @@ def garbage_records(
     while len(out) < count:  # hypothesis may stop early on a small space
         out.append(out[rng.randrange(len(out))] if out else b"{")
     return [(_key(topic_kind, i), value) for i, value in enumerate(out)]
+
+
+# --------------------------------------------------------------------------- odd, not broken
+
+_FHIR: dict[str, Any] = {
+    "resourceType": "Appointment",
+    "meta": {"versionId": "1", "lastUpdated": "2026-11-30T08:00:00+01:00"},
+    "status": "booked",
+    "appointmentType": {"coding": [{"code": "C10", "display": "Consult"}]},
+    "start": "2026-12-01T09:30:00+01:00",
+    "end": "2026-12-01T09:40:00+01:00",
+    "participant": [
+        {"actor": {"reference": "Patient/pt-ghost"}, "required": "required"},
+        {"actor": {"reference": "Practitioner/P-1", "display": "dr. X"}},
+        {
+            "actor": {
+                "reference": "Location/L-1",
+                "identifier": {
+                    "system": "http://fhir.nl/fhir/NamingSystem/agb-z",
+                    "value": GHOST_PRACTICE,
+                },
+            }
+        },
+    ],
+}
+FHIR_HEADERS = [("content-type", b"application/fhir+json")]
+
+
+@dataclass(frozen=True)
+class OddRecord:
+    """A record the edges might accept although it is odd: extreme but valid dates, the
+    largest numbers, unicode digits, control and direction characters. ``verdict`` is
+    what must become of it: ``dlq`` (refused with a reason) or ``processed`` (an
+    appointment state for the ghost practice, which has no config and so never sends)."""
+
+    topic_kind: str
+    key: str
+    value: bytes
+    fhir: bool
+    verdict: str  # "dlq" or "processed"
+    what: str
+
+    @property
+    def state_key(self) -> str:
+        """The appointments.v1 key a processed record must produce."""
+        data = json.loads(self.value)
+        return f"{GHOST_PRACTICE}/{data.get('appointment_id') or data.get('id')}"
+
+
+def _native(n: int, start: datetime, **changes: Any) -> bytes:
+    data = {
+        **_VALID_EVENT,
+        "appointment_id": f"ODD-{n}",
+        "event_id": str(uuid.UUID(int=n + 1)),
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=10)).isoformat(),
+    }
+    data.update(changes)
+    return json.dumps(data, ensure_ascii=False).encode()
+
+
+def _fhir(n: int, start: datetime, version: str) -> bytes:
+    data = json.loads(json.dumps(_FHIR))
+    data["id"] = f"ODD-{n}"
+    data["start"] = start.isoformat()
+    data["end"] = (start + timedelta(minutes=10)).isoformat()
+    data["meta"]["versionId"] = version
+    return json.dumps(data, ensure_ascii=False).encode()
+
+
+def odd_records(now: datetime) -> list[OddRecord]:
+    """The inputs of issue 12 that once stopped a service, and their valid neighbours
+    (appointments two days after ``now``, so none has expired)."""
+    his, config = "his.appointments.v1", "practice.config.v1"
+    s = now.replace(microsecond=0) + timedelta(days=2)
+    g = GHOST_PRACTICE
+    late = {"start": "2099-12-30T23:00:00+14:00", "end": "2099-12-30T23:10:00+14:00"}
+    duplicate = _native(9, s).replace(b'"patient": {', b'"patient": {"id": "123456782", ', 1)
+    config_base = {"practice_id": g, "name": "Ghost", "phone": "020-1234567"}
+    return [
+        OddRecord(
+            his,
+            g,
+            _native(1, s, start="9999-12-31T23:30:00-01:00", end="9999-12-31T23:45:00-01:00"),
+            False,
+            "dlq",
+            "year 9999",
+        ),
+        OddRecord(his, g, _native(2, s, **late), False, "processed", "late 2099"),
+        OddRecord(his, g, _native(3, s, sequence=2**63 - 1), False, "processed", "max sequence"),
+        OddRecord(his, g, _native(4, s, sequence=10**30), False, "dlq", "sequence 10**30"),
+        OddRecord(
+            his,
+            g,
+            _native(5, s, agenda={"id": "AG", "display": "Spreek\u202euur"}),
+            False,
+            "dlq",
+            "bidi in display",
+        ),
+        OddRecord(
+            his,
+            g,
+            _native(6, s, agenda={"id": "AG", "display": "Spreekuur ✓ Ærø 😀"}),
+            False,
+            "processed",
+            "unicode display",
+        ),
+        OddRecord(his, g, _fhir(7, s, "²"), True, "dlq", "versionId ²"),
+        OddRecord(his, g, _fhir(8, s, str(2**63 - 1)), True, "processed", "versionId max"),
+        OddRecord(his, g, duplicate, False, "dlq", "duplicate key"),
+        OddRecord(his, g, _native(10, s, patient={"id": "1234.56.782"}), False, "dlq", "BSN"),
+        OddRecord(
+            config,
+            g,
+            json.dumps(
+                {**config_base, "quiet_hours": {"start": "21:00:30.5+02:00", "end": "08:00"}}
+            ).encode(),
+            False,
+            "dlq",
+            "quiet",
+        ),
+        OddRecord(
+            config,
+            g,
+            json.dumps(
+                {
+                    **config_base,
+                    "sender": {
+                        "email": "a@ghost.example.org",
+                        "name": "=?utf-8?q?G=0D=0AReply-To:_x@y.z?=",
+                    },
+                }
+            ).encode(),
+            False,
+            "dlq",
+            "encoded word",
+        ),
+        OddRecord(
+            config,
+            g,
+            json.dumps(
+                {**config_base, "appointment_types": {"C10": {"label": "Con\u2028sult"}}}
+            ).encode(),
+            False,
+            "dlq",
+            "U+2028 label",
+        ),
+    ]

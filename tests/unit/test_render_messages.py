@@ -115,7 +115,7 @@ def test_urgent_line_stays_when_the_practice_writes_every_part() -> None:
         r = render_reminder(cfg, appointment(cfg), language)
         assert r.email.text.startswith("Tot morgen.\n\n" + urgent)
         assert urgent in r.email.html
-        assert r.push.body == f"Tot morgen. {urgent}"
+        assert r.push.body == f"Tot morgen.\n{urgent}"  # on a line of its own (issue 12)
 
 
 def test_time_is_in_the_practice_time_zone_across_dst() -> None:
@@ -187,7 +187,7 @@ def test_subject_and_push_are_single_lines() -> None:
     r = render_reminder(cfg, appointment(cfg), "nl")
     assert r.email.subject == "Afspraak Bcc: iemand@example.org Consult van 10 minuten"
     assert "\n" not in r.push.title and "\r" not in r.push.body
-    assert r.push.body.startswith("regel 1 regel 2 ")
+    assert r.push.body.startswith("regel 1 regel 2\n")  # the urgent line on its own line
 
 
 def test_html_autoescapes_values_and_text_does_not() -> None:

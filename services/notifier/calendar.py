@@ -1,0 +1,178 @@
+"""The appointment as an iCalendar object (RFC 5545) for the reminder e-mail.
+
+``METHOD:PUBLISH``: the practice publishes an entry for the patient's own calendar; it
+is not a meeting request (no attendees, nothing to answer). One VEVENT:
+
+- ``UID`` is derived from practice and appointment id only, so every reminder of the
+  same appointment (also after a move) updates the same calendar entry;
+- ``SEQUENCE`` is the appointment's sequence (RFC 5545 wants a 32-bit integer: a FHIR
+  ``lastUpdated`` in epoch milliseconds is written in seconds, which still grows);
+- ``DTSTART``/``DTEND`` carry ``TZID`` of the practice's zone, with that zone's VTIMEZONE;
+- ``SUMMARY`` is the practice's own label for the type and the practice's name,
+  ``LOCATION`` the appointment's location (else the practice's name), ``DESCRIPTION``
+  the practice's "with whom" and instructions and the urgent line. Never the HIS type
+  display, the comment, the patient or anything clinical (DESIGN rule 5).
+
+The VTIMEZONE is built here from the zone's transitions rather than with icalendar's
+``Timezone.from_tzinfo``: icalendar 7.3 writes the onset of daylight time as the local
+time *after* the change (03:00 for Europe/Amsterdam), where RFC 5545 section 3.6.5 wants
+it in the offset before (02:00); a client that reads the VTIMEZONE instead of its own
+zone database would put the change an hour late.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from icalendar import Calendar, Event, Timezone, TimezoneDaylight, TimezoneStandard, vCalAddress
+
+from schemas.models import Appointment, PracticeConfig
+from services.notifier.render import urgent_line
+
+__all__ = ["CALENDAR_FILENAME", "PRODID", "appointment_calendar", "calendar_uid", "vtimezone"]
+
+PRODID = "-//e-afspraken//afspraakherinneringen//NL"
+CALENDAR_FILENAME = "afspraak.ics"
+_INT32_MAX = 2**31 - 1
+
+_APPOINTMENT_AT = {"nl": "Afspraak bij {name}", "en": "Appointment at {name}"}
+_WITH = {"nl": "Bij: {who}", "en": "With: {who}"}
+
+
+def calendar_uid(practice_id: str, appointment_id: str, domain: str) -> str:
+    """Stable per appointment, opaque (the HIS's ids stay out of the patient's calendar)."""
+    digest = hashlib.sha256(f"{practice_id}/{appointment_id}".encode()).hexdigest()[:32]
+    return f"{digest}@{domain}"
+
+
+def _sequence(value: int) -> int:
+    if value > _INT32_MAX:
+        value //= 1000  # epoch milliseconds (FHIR lastUpdated) to seconds
+    return min(value, _INT32_MAX)
+
+
+# --------------------------------------------------------------------------- VTIMEZONE
+
+
+def _transitions(zone: tzinfo, begin: datetime, end: datetime) -> list[datetime]:
+    """UTC instants in [begin, end) where the zone's offset changes, to the second."""
+
+    def offset(moment: datetime) -> timedelta | None:
+        return moment.astimezone(zone).utcoffset()
+
+    found: list[datetime] = []
+    step = timedelta(hours=6)  # no zone changes twice within six hours
+    low = begin
+    while low < end:
+        high = min(low + step, end)
+        if offset(low) != offset(high):
+            a, b = low, high
+            while b - a > timedelta(seconds=1):
+                middle = a + (b - a) / 2
+                if offset(middle) == offset(a):
+                    a = middle
+                else:
+                    b = middle
+            found.append(b.replace(microsecond=0))
+        low = high
+    return found
+
+
+def _observance(
+    zone: tzinfo, onset_utc: datetime, offset_from: timedelta
+) -> TimezoneStandard | TimezoneDaylight:
+    local = onset_utc.astimezone(zone)
+    is_dst = bool(local.dst())
+    part = TimezoneDaylight() if is_dst else TimezoneStandard()
+    # RFC 5545 3.6.5: the onset is a local time in the offset in force before it.
+    part.add("dtstart", (onset_utc + offset_from).replace(tzinfo=None))
+    part.add("tzoffsetfrom", offset_from)
+    part.add("tzoffsetto", local.utcoffset())
+    name = local.tzname()
+    if name:
+        part.add("tzname", name)
+    return part
+
+
+@lru_cache(maxsize=64)
+def vtimezone(zone_name: str, year: int) -> Timezone:
+    """The zone's VTIMEZONE for the years ``year - 1`` to ``year + 1``."""
+    zone = ZoneInfo(zone_name)
+    begin = datetime(year - 1, 1, 1, tzinfo=UTC)
+    end = datetime(year + 2, 1, 1, tzinfo=UTC)
+    component = Timezone()
+    component.add("tzid", zone_name)
+    first_offset = begin.astimezone(zone).utcoffset()
+    assert first_offset is not None
+    # The observance in force at the window's start, so every moment in it is covered.
+    component.add_component(_observance(zone, begin, first_offset))
+    previous = first_offset
+    for onset in _transitions(zone, begin, end):
+        component.add_component(_observance(zone, onset, previous))
+        new = onset.astimezone(zone).utcoffset()
+        assert new is not None
+        previous = new
+    return component
+
+
+# --------------------------------------------------------------------------- the entry
+
+
+def appointment_calendar(
+    config: PracticeConfig,
+    appointment: Appointment,
+    language: str,
+    *,
+    uid_domain: str,
+    now: datetime,
+) -> bytes:
+    """The ``text/calendar; method=PUBLISH`` body (CRLF lines) for this appointment."""
+    language = language if language in _APPOINTMENT_AT else "nl"
+    zone = ZoneInfo(config.timezone)
+    start = appointment.start.astimezone(zone)
+    end = appointment.end.astimezone(zone)
+
+    calendar = Calendar()
+    calendar.add("prodid", PRODID)
+    calendar.add("version", "2.0")
+    calendar.add("method", "PUBLISH")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add_component(vtimezone(config.timezone, start.year))
+    if end.year != start.year:
+        calendar.add_component(vtimezone(config.timezone, end.year))
+
+    event = Event()
+    event.add("uid", calendar_uid(appointment.practice_id, appointment.appointment_id, uid_domain))
+    event.add("dtstamp", now.astimezone(UTC))
+    event.add("sequence", _sequence(appointment.sequence))
+    event.add("dtstart", start)
+    event.add("dtend", end)
+    text = config.type_text(appointment.appointment_type.code)
+    if text is not None:
+        summary = f"{text.label} – {config.name}"
+    else:
+        summary = _APPOINTMENT_AT[language].format(name=config.name)
+    event.add("summary", summary)
+    location = appointment.location.display if appointment.location is not None else ""
+    event.add("location", location or config.name)
+    lines: list[str] = []
+    if text is not None and text.with_whom:
+        lines.append(_WITH[language].format(who=text.with_whom))
+    if text is not None and text.instructions:
+        lines.append(text.instructions)
+    if config.phone:
+        lines.append(urgent_line(config.phone, language))
+    if lines:
+        event.add("description", "\n".join(lines))
+    if config.sender is not None:
+        organizer = vCalAddress(f"mailto:{config.sender.email}")
+        organizer.params["cn"] = config.name
+        event.add("organizer", organizer)
+    event.add("status", "CONFIRMED")
+    event.add("transp", "OPAQUE")
+    event.add("class", "PRIVATE")
+    calendar.add_component(event)
+    return bytes(calendar.to_ical())
