@@ -25,10 +25,17 @@ __all__ = ["show_follow_up"]
 
 
 async def show_follow_up(
-    pipeline: Pipeline, workload: Workload, out_dir: Path, say: Callable[[str], None]
+    pipeline: Pipeline,
+    workload: Workload,
+    out_dir: Path,
+    say: Callable[[str], None],
+    admin_url: str = "",
 ) -> list[str]:
-    """Runs the step; returns problems (empty when the projection holds every status)."""
-    url = f"sqlite+aiosqlite:///{out_dir / 'reminders.sqlite3'}"
+    """Runs the step; returns problems (empty when the projection holds every status).
+
+    insights writes to the database practice-admin reads (``admin.sqlite3``), so the
+    beheeromgeving's follow-up page shows the same figures."""
+    url = f"sqlite+aiosqlite:///{out_dir / 'admin.sqlite3'}"
     engine = create_engine(url)
     try:
         await upgrade(engine)
@@ -83,6 +90,8 @@ async def show_follow_up(
             f"  report       REMINDERS_DATABASE__URL={url} reminders report "
             f"--practice {practice} --weeks 1 --until {until.date().isoformat()} [--csv]"
         )
+    if admin_url:
+        say(f"  follow-up    {admin_url}/praktijk/{practice}/follow-up (after signing in)")
     say(f"  insights     {service.metrics_url}")
     if projected < len(finals):
         return [f"insights projected {projected} of {len(finals)} final statuses"]

@@ -171,7 +171,7 @@ async def run_demo(options: DemoOptions) -> DemoResult:
             _say("interrupted: stopping the services, the sinks and Kafka")
             return DemoResult(False, 0, 0, 0, 0, 0, ["interrupted"])
         result = await _summarise(pipeline, workload, out_dir)
-        follow_up = await show_follow_up(pipeline, workload, out_dir, _say)
+        follow_up = await show_follow_up(pipeline, workload, out_dir, _say, admin_url)
         if follow_up:
             _say("  CHECK FAILED: " + "; ".join(follow_up))
             result.problems += follow_up

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.models import PracticeConfig
 from services.common.clock import Clock
+from services.common.followup import CHARTS, Figure, Report, build_report, chart_svg, report_csv
 from services.common.practice_config import ConfigRejected, validate_practice_config
 from services.common.preview import (
     RenderedReminder,
@@ -809,14 +810,50 @@ def build_app(pages: Pages) -> FastAPI:
         )
 
     # ------------------------------------------------------------------ follow-up
+    async def _report(practice_id: str) -> Report:
+        async with pages.sessions() as session:
+            return await build_report(session, practice_id, until=pages.clock.now(), weeks=12)
+
     @app.get("/praktijk/{practice_id}/follow-up")
     async def follow_up(request: Request, practice_id: str) -> Response:
         signed = await pages.member(request, practice_id)
+        report = await _report(practice_id)
+        empty = not any(f.count or f.base for f in report.figures)
         return pages.render(
             request,
             "followup.html",
-            {"practice_id": practice_id, "config": pages.configs.get(practice_id)},
+            {
+                "practice_id": practice_id,
+                "config": pages.configs.get(practice_id),
+                "report": report,
+                "empty": empty,
+                "weeks": _week_rows(report),
+                "charts": list(CHARTS),
+            },
             signed=signed,
+        )
+
+    @app.get("/praktijk/{practice_id}/follow-up.csv")
+    async def follow_up_csv(request: Request, practice_id: str) -> Response:
+        await pages.member(request, practice_id)
+        report = await _report(practice_id)
+        return Response(
+            report_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="follow-up-{practice_id}.csv"'},
+        )
+
+    @app.get("/praktijk/{practice_id}/follow-up/{name}.svg")
+    async def follow_up_chart(request: Request, practice_id: str, name: str) -> Response:
+        await pages.member(request, practice_id)
+        if name not in CHARTS:
+            raise HTTPException(status_code=404)
+        report = await _report(practice_id)
+        # Drawn on the server; its own styles only, no script, nothing from elsewhere.
+        return Response(
+            chart_svg(report, name),
+            media_type="image/svg+xml",
+            headers={"Content-Security-Policy": _CHART_CSP},
         )
 
     @app.get("/favicon.ico")
@@ -828,6 +865,57 @@ def build_app(pages: Pages) -> FastAPI:
         return PlainTextResponse("User-agent: *\nDisallow: /\n")
 
     return app
+
+
+_CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
+
+
+@dataclass(frozen=True)
+class _WeekRow:
+    week: str
+    appointments: int
+    sent: int
+    suppressed: int
+    failed: int
+    reach: str
+    noshow_reminded: str
+    noshow_not_reminded: str
+    cancelled: str
+
+
+def _share(figure: Figure | None) -> str:
+    """``3/40 (8%)``: a rate always beside its counts."""
+    if figure is None or not figure.base:
+        return "–"
+    return f"{figure.count}/{figure.base} ({100 * figure.count / figure.base:.0f}%)"
+
+
+def _week_rows(report: Report) -> list[_WeekRow]:
+    rows = []
+    for w in report.weeks:
+
+        def total(measure: str, week: str = w) -> int:
+            return sum(f.count for f in report.figures if f.week == week and f.measure == measure)
+
+        appointments = report.value(w, "appointments")
+        cancelled = report.value(w, "cancelled_after_reminder", "all")
+        in_time = report.value(w, "cancelled_after_reminder", "in_time")
+        rows.append(
+            _WeekRow(
+                week=w,
+                appointments=appointments.count if appointments else 0,
+                sent=total("sent"),
+                suppressed=total("suppressed"),
+                failed=total("failed"),
+                reach=_share(report.value(w, "reach")),
+                noshow_reminded=_share(report.value(w, "noshow_reminded", "all")),
+                noshow_not_reminded=_share(report.value(w, "noshow_not_reminded", "all")),
+                cancelled=(
+                    f"{cancelled.count} ({in_time.count if in_time else 0})" if cancelled else "0"
+                ),
+            )
+        )
+    return rows
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,23 @@ class FollowupAppointment(Base):
     cancelled_before_s: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_insights_appointments_practice_week", "practice_id", "week"),)
+    # Covering the report: one practice's weeks are read from the index alone, not from
+    # table pages scattered over a file that holds every practice.
+    __table_args__ = (
+        Index(
+            "ix_insights_appointments_report",
+            "practice_id",
+            "week",
+            "status",
+            "type_code",
+            "lead_days",
+            "is_meeting",
+            "cancelled_before_s",
+            "cancelled_via",
+            "cancelled_at",
+            "appointment_id",
+        ),
+    )
 
 
 class FollowupOutcome(Base):
@@ -65,9 +81,19 @@ class FollowupOutcome(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
-    # One index beside the key: every read (weeks, first reminder, send log) is a range of
-    # appointment times of one practice; fewer indexes, a faster catch-up.
-    __table_args__ = (Index("ix_insights_outcomes_practice_start", "practice_id", "start"),)
+    # One index beside the key, covering the report's counts: every read (weeks, send log)
+    # is a range of appointment times of one practice.
+    __table_args__ = (
+        Index(
+            "ix_insights_outcomes_report",
+            "practice_id",
+            "start",
+            "week",
+            "status",
+            "channel",
+            "reason",
+        ),
+    )
 
 
 class FollowupReminded(Base):
