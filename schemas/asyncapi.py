@@ -29,7 +29,7 @@ from schemas.models import (
     PracticeConfig,
     ReminderDue,
 )
-from services.common.topics import Topics
+from schemas.topics import Topics
 
 __all__ = ["ASYNCAPI_PATH", "build", "drifted", "render", "write"]
 

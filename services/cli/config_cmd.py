@@ -35,7 +35,7 @@ from services.common.practice_config import (
 from services.common.publishing import publish_on_practice_partitions
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
-from services.notifier.render import (
+from services.domain.render import (
     RenderedReminder,
     TemplateRejected,
     render_reminder,

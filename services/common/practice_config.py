@@ -42,8 +42,8 @@ from services.common.codec import DecodeError, DuplicateKey, encode, no_duplicat
 from services.common.settings import KafkaSettings
 from services.common.table import InvalidRecord, Table
 from services.common.topics import Topics
-from services.notifier.render import DEFAULT_KEY, TemplateRejected, check_templates
-from services.notifier.sendable import check_sendable
+from services.domain.render import DEFAULT_KEY, TemplateRejected, check_templates
+from services.domain.sendable import check_sendable
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -302,7 +302,7 @@ def validate_practice_config(
     With ``composed`` (the default: ``config validate``/``apply``, practice-admin and
     booking_events, which dead-letters a rejected config), every reminder the config can
     produce is rendered and composed as a real e-mail and push message
-    (services.notifier.sendable), so that a config that validates can be sent. The
+    (services.domain.sendable), so that a config that validates can be sent. The
     services' tables skip only that step: it costs a composed message per type and
     language, for every practice, at every start.
     """

@@ -8,7 +8,7 @@ Then only the import below changes.
 
 from __future__ import annotations
 
-from services.notifier.render import (
+from services.domain.render import (
     RenderedReminder,
     TemplateRejected,
     render_reminder,

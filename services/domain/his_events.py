@@ -99,8 +99,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas.models import MAX_INT64, AppointmentEvent
-from services.common.codec import DecodeError, DuplicateKey, no_duplicate_keys
-from services.common.partition import partition_for
+from services.domain.codec import DecodeError, DuplicateKey, no_duplicate_keys
+from services.domain.partition import partition_for
 
 __all__ = [
     "AGB_SYSTEMS",

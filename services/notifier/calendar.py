@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from icalendar import Calendar, Event, Timezone, TimezoneDaylight, TimezoneStandard, vCalAddress
 
 from schemas.models import Appointment, PracticeConfig
-from services.notifier.render import urgent_line
+from services.domain.render import urgent_line
 
 __all__ = ["CALENDAR_FILENAME", "PRODID", "appointment_calendar", "calendar_uid", "vtimezone"]
 

@@ -33,6 +33,7 @@ from schemas.models import (
     PracticeConfig,
     ReminderDue,
 )
+from services.domain.render import RenderedReminder
 from services.notifier.email import compose_email
 from services.notifier.errors import (
     SendError,
@@ -42,7 +43,6 @@ from services.notifier.errors import (
 from services.notifier.metrics import RETRIES, SEND_SECONDS
 from services.notifier.patient_mail import PatientMail
 from services.notifier.push import PushSubscription, push_payload, push_topic
-from services.notifier.render import RenderedReminder
 from services.notifier.retry import RetryPolicy, retry_transient
 
 __all__ = [

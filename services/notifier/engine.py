@@ -69,6 +69,7 @@ from services.common.kafka import DeadLetter, make_producer, send_dead_letter
 from services.common.partition import partition_for
 from services.common.settings import Settings
 from services.common.topics import Topics
+from services.domain.render import RenderedReminder, TemplateRejected, render_reminder
 from services.notifier.dead_letters import dead_letter_for
 from services.notifier.decide import Decision, decide
 from services.notifier.delivery import Deliverer, Delivery
@@ -87,7 +88,6 @@ from services.notifier.metrics import (
     PARTITION_LOADED,
     POSSIBLE_DUPLICATES,
 )
-from services.notifier.render import RenderedReminder, TemplateRejected, render_reminder
 from services.notifier.tables import NotifierTables
 
 __all__ = ["NotifierContext", "PartitionWorker", "WorkerState"]

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import json
 import logging
 import re
 import time
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 from pywebpush import WebPusher
 
+from services.domain.push_message import MAX_PAYLOAD_BYTES, push_payload, push_topic
 from services.notifier.errors import PermanentSendError, SubscriptionGone, TransientSendError
 
 __all__ = [
@@ -49,8 +48,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_TTL_SECONDS = 28 * 24 * 3600
-# RFC 8291 section 4: one 4096-octet record minus header (86), tag (16) and delimiter (1).
-MAX_PAYLOAD_BYTES = 3993
 URGENCIES = frozenset({"very-low", "low", "normal", "high"})
 _TOPIC = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 _VAPID_LIFETIME = 12 * 3600  # RFC 8292 allows at most 24 h
@@ -84,22 +81,6 @@ class PushSubscription:
     endpoint: str
     p256dh: str
     auth: str
-
-
-def push_payload(title: str, body: str, language: str) -> bytes:
-    """The notification the service worker shows: JSON, UTF-8 (what the size limit counts)."""
-    return json.dumps({"title": title, "body": body, "lang": language}, ensure_ascii=False).encode(
-        "utf-8"
-    )
-
-
-def push_topic(practice_id: str, appointment_id: str) -> str:
-    """RFC 8030 Topic for an appointment: a newer message replaces an undelivered older one.
-
-    32 characters of the URL-safe base64 alphabet; a hash, so no ids leak to the service.
-    """
-    digest = hashlib.sha256(f"{practice_id}/{appointment_id}".encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")[:32]
 
 
 def generate_vapid_keys() -> tuple[str, str]:

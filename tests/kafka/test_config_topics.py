@@ -40,8 +40,8 @@ from services.common.practice_config import (
 )
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
+from services.domain.render import sample_appointment
 from services.notifier.decide import decide
-from services.notifier.render import sample_appointment
 
 pytestmark = pytest.mark.kafka
 

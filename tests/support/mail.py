@@ -8,9 +8,9 @@ from email.message import EmailMessage
 from typing import Any
 
 from schemas.models import PracticeConfig
+from services.domain.render import render_reminder
 from services.notifier.delivery import Deliverer, EmailTransport
 from services.notifier.patient_mail import PatientMail
-from services.notifier.render import render_reminder
 from services.notifier.retry import RetryPolicy
 from services.notifier.samples import (
     sample_appointment,

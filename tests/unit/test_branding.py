@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from schemas.models import Branding, PracticeConfig
 from services.domain.branding import DEFAULT_ACCENT, LOGO_CID, apply_branding, practice_logo
+from services.domain.render import render_reminder, urgent_line
 from services.notifier.patient_mail import PatientMail
-from services.notifier.render import render_reminder, urgent_line
 from services.notifier.samples import sample_appointment, sample_config
 from tests.support.mail import START, CapturingMail, send_reminder
 

@@ -32,11 +32,11 @@ from services.common.codec import DecodeError, decode
 from services.common.practice_config import ConfigRejected, validate_practice_config
 from services.domain.classify import classify
 from services.domain.his_events import REASONS, parse_event, problems
+from services.domain.render import render_reminder, sample_appointment
 from services.notifier.decide import decide
 from services.notifier.email import compose_email
 from services.notifier.errors import PermanentSendError
 from services.notifier.push import MAX_PAYLOAD_BYTES, push_payload
-from services.notifier.render import render_reminder, sample_appointment
 from services.notifier.samples import sample_config
 from services.reminder_scheduler.due_time import Policy, compute_due
 from services.reminder_scheduler.planner import Planner

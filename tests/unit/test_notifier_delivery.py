@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from schemas.models import Outcome
+from services.domain.render import render_reminder
 from services.notifier.delivery import Deliverer, Delivery, subscription_ref
 from services.notifier.email import message_id_for
 from services.notifier.errors import (
@@ -26,7 +27,6 @@ from services.notifier.ledger import (
     reminder_start,
 )
 from services.notifier.push import PushSubscription, push_topic
-from services.notifier.render import render_reminder
 from services.notifier.retry import RetryPolicy
 from services.notifier.samples import (
     sample_appointment,

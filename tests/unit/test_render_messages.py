@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.models import Appointment, AppointmentType, PracticeConfig
-from services.notifier.render import (
+from services.domain.render import (
     RenderedReminder,
     TemplateRejected,
     check_templates,
@@ -242,7 +242,7 @@ def test_practice_variables_render() -> None:
 def test_every_builtin_default_checks_and_renders() -> None:
     cfg = config()
     # The built-in texts go through the same sandbox checks as a practice's.
-    from services.notifier.render import PARTS, _builtin_source, _compiled
+    from services.domain.render import PARTS, _builtin_source, _compiled
 
     for language in ("nl", "en"):
         for part in PARTS:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schemas.models import PracticeConfig
-from services.notifier.render import (
+from services.domain.render import (
     TemplateRejected,
     check_templates,
     render_reminder,

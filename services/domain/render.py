@@ -349,7 +349,7 @@ def _compiled(source: str, html_part: bool) -> Template | str:
 
 @lru_cache(maxsize=32)
 def _builtin_source(part: str, language: str) -> str:
-    resource = resources.files("services.notifier").joinpath("templates", f"{part}.{language}.j2")
+    resource = resources.files("services.domain").joinpath("templates", f"{part}.{language}.j2")
     return resource.read_text(encoding="utf-8")
 
 

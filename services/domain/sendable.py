@@ -15,10 +15,10 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from schemas.models import PracticeConfig
-from services.notifier.email import compose_email
-from services.notifier.errors import SendError
-from services.notifier.push import MAX_PAYLOAD_BYTES, push_payload
-from services.notifier.render import (
+from services.domain.errors import SendError
+from services.domain.mime import compose_email
+from services.domain.push_message import MAX_PAYLOAD_BYTES, push_payload
+from services.domain.render import (
     LANGUAGES,
     TemplateRejected,
     render_reminder,
