@@ -230,10 +230,10 @@ async def test_check_prints_one_line_per_thing_and_exits_0_when_all_answer(
     lines = healthy.stdout.splitlines()
     topics = Topics(kafka_settings.topic_prefix).specs()
     assert [line.split()[1] for line in lines] == (
-        ["kafka"] + ["topic"] * len(topics) + ["smtp", "push", "database"]
+        ["kafka"] + ["topic"] * len(topics) + ["smtp", "dkim", "push", "database"]
     )
     assert all(line.startswith(("ok ", "skip ")) for line in lines)
-    assert lines[-3].startswith(f"ok    smtp      127.0.0.1:{relay.port} answers (security=auto)")
+    assert lines[-4].startswith(f"ok    smtp      127.0.0.1:{relay.port} answers (security=auto)")
     assert wrong_partitions.returncode == 1
     assert (
         f"FAIL  topic     {kafka_settings.topic_prefix}his.appointments.v1: "
