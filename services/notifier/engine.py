@@ -3,7 +3,7 @@
 A :class:`PartitionWorker` is created when the group assigns partition p to this
 instance, and gone when p is revoked. In order:
 
-1. **Fence.** Its transactional producer (``{prefix}notifier-p{p}``) starts, which runs
+1. **Fence.** Its transactional producer (``{prefix}{notifier.group_id}-p{p}``) starts, which runs
    InitProducerId: any earlier owner's producer is fenced and its open transaction
    aborted, before anything of p is read.
 2. **Load.** The committed offset of p and its metadata (the in-flight marker, see
@@ -65,7 +65,7 @@ from schemas.models import (
 from services.common.clock import Clock
 from services.common.codec import DecodeError, decode, encode
 from services.common.containment import is_about_the_record, record_error
-from services.common.kafka import DeadLetter, make_producer, send_dead_letter
+from services.common.kafka import DeadLetter, make_producer, send_dead_letter, transactional_id
 from services.common.partition import partition_for
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -113,7 +113,8 @@ class NotifierContext:
     deliverer: Deliverer
 
     def transactional_id(self, partition: int) -> str:
-        return f"{self.settings.kafka.topic_prefix}notifier-p{partition}"
+        settings = self.settings
+        return transactional_id(settings.kafka, settings.notifier.group_id, partition)
 
 
 @dataclass
