@@ -46,7 +46,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -95,6 +95,8 @@ __all__ = ["NotifierContext", "PartitionWorker", "WorkerState"]
 log = logging.getLogger(__name__)
 
 WorkerState = Literal["loading", "ready", "blocked", "stopped", "failed"]
+# How often (service time) a held partition forgets sent reminders past their memory.
+_PRUNE_EVERY = timedelta(minutes=5)
 _POSSIBLE_DUPLICATE_NOTE = "possible duplicate: in flight when an earlier owner stopped"
 
 
@@ -198,6 +200,7 @@ class PartitionWorker:
         # offset -> when its delivery first failed transiently after all retries
         self._first_transient: dict[int, datetime] = {}
         self._outage_round = 0
+        self._next_prune: datetime | None = None
         self.failure: BaseException | None = None
         self.failed_at: float | None = None
 
@@ -520,6 +523,20 @@ class PartitionWorker:
             }
         )
 
+    def _prune(self, ledger: Ledger, now: datetime) -> None:
+        """Forget sent reminders past their memory (a day after the appointment's start):
+        one pass over the map at most every ``_PRUNE_EVERY`` of service time, so the map
+        stays bounded however long this instance holds the partition."""
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        self._next_prune = now + _PRUNE_EVERY
+        forgotten = ledger.prune(now)
+        if forgotten:
+            log.debug(
+                "sent reminders forgotten",
+                extra={"partition": self.partition, "forgotten": forgotten},
+            )
+
     async def _process(self, batch: list[ConsumerRecord[bytes, bytes]]) -> _BatchResult:
         ctx = self.ctx
         ledger = ctx.tables.ledgers.get(self.partition)
@@ -527,6 +544,7 @@ class PartitionWorker:
         began = time.perf_counter()
         await self._catch_up()
         now = ctx.clock.now()
+        self._prune(ledger, now)
         items: list[_Item] = []
         sending: set[str] = set()
         seen: set[str] = set()
