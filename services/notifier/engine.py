@@ -65,7 +65,13 @@ from schemas.models import (
 from services.common.clock import Clock
 from services.common.codec import DecodeError, decode, encode
 from services.common.containment import is_about_the_record, record_error
-from services.common.kafka import DeadLetter, make_producer, send_dead_letter, transactional_id
+from services.common.kafka import (
+    DeadLetter,
+    dead_letter_headers,
+    make_producer,
+    note_dead_letter,
+    transactional_id,
+)
 from services.common.partition import partition_for
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -82,7 +88,6 @@ from services.notifier.ledger import (
 )
 from services.notifier.metrics import (
     BATCH_SECONDS,
-    DEAD_LETTERS,
     OUTCOMES,
     PARTITION_BLOCKED,
     PARTITION_LOADED,
@@ -644,15 +649,7 @@ class PartitionWorker:
                 },
             )
         for letter in letters:
-            DEAD_LETTERS.labels("reminders.due.v1").inc()
-            log.warning(
-                "due reminder dead-lettered",
-                extra={
-                    "partition": self.partition,
-                    "offset": letter.source_offset,
-                    "error_reason": letter.reason,
-                },
-            )
+            note_dead_letter(letter)  # once per letter, now that it is committed
         self.outcomes_committed += len(outcomes)
         if self.inflight is not None and next_offset >= self.inflight.end:
             self.inflight = None
@@ -759,7 +756,10 @@ class PartitionWorker:
     async def _commit(
         self, items: list[_Item], letters: list[DeadLetter], next_offset: int
     ) -> None:
-        """Outcomes, dead letters and the consumer offset in one transaction."""
+        """Outcomes, dead letters and the consumer offset in one transaction.
+
+        Nothing is counted or logged here: the caller notes outcomes and dead letters
+        once, after the commit."""
         topic = self.ctx.topics.outcomes
         attempt = 0
         while True:
@@ -784,7 +784,15 @@ class PartitionWorker:
                         )
                     )
                 for letter in letters:
-                    await send_dead_letter(producer, letter)
+                    sends.append(
+                        await producer.send(
+                            Topics.dlq(letter.source_topic),
+                            value=letter.value,
+                            key=letter.key,
+                            partition=letter.source_partition,
+                            headers=dead_letter_headers(letter),
+                        )
+                    )
                 if sends:
                     await asyncio.gather(*sends)
                 await producer.send_offsets_to_transaction(

@@ -4,6 +4,7 @@ fake consumer and in-memory tables, driven through its real loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -214,6 +215,24 @@ def _dead_letters_counted() -> float:
         "reminders_dead_letters_total", {"topic": TOPICS.reminders_due, "reason": "no_key"}
     )
     return value or 0.0
+
+
+async def test_a_retried_commit_counts_and_logs_its_dead_letter_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = FakeProducer(fail_commits=1)
+    h = Harness(monkeypatch, producer)
+    await h.start()
+    before = _dead_letters_counted()
+    with caplog.at_level(logging.WARNING):
+        await h.run(h.record(None, b"{}"))
+    await h.worker.stop(1.0)
+    assert producer.calls.count("commit") == 2  # the first commit failed, the retry went
+    assert _dead_letters_counted() == before + 1
+    noted = [r for r in caplog.records if r.getMessage() == "record sent to dead-letter topic"]
+    assert len(noted) == 1
+    parked = [t for t, _ in producer.committed_sends if t == Topics.dlq(TOPICS.reminders_due)]
+    assert len(parked) == 1
 
 
 async def test_the_sent_map_stays_bounded_while_the_partition_is_held(
