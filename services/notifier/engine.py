@@ -51,7 +51,13 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFenced,
+    TransactionCoordinatorFenced,
+)
 
 from schemas.models import (
     Appointment,
@@ -102,6 +108,7 @@ log = logging.getLogger(__name__)
 WorkerState = Literal["loading", "ready", "blocked", "stopped", "failed"]
 # How often (service time) a held partition forgets sent reminders past their memory.
 _PRUNE_EVERY = timedelta(minutes=5)
+_FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
 _POSSIBLE_DUPLICATE_NOTE = "possible duplicate: in flight when an earlier owner stopped"
 
 
@@ -160,6 +167,12 @@ class _BatchResult:
     retained: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
     blocked: int = 0
     outcomes: int = 0
+
+
+def _retriable(exc: KafkaError) -> bool:
+    """A transient broker error: the same transaction may succeed on a second try. A
+    delivery timeout counts (aiokafka marks KafkaTimeoutError as not retriable)."""
+    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
 
 
 def _block_if_every_mail_was_refused(items: list[_Item]) -> None:
@@ -343,7 +356,7 @@ class PartitionWorker:
                 log.info("batch postponed", extra={"partition": self.partition, "why": str(exc)})
                 await self._pause_for(1.0)
                 continue
-            except ProducerFenced as exc:
+            except _FENCED as exc:
                 self._fail(exc)
                 log.error(
                     "fenced: another instance owns this partition now",
@@ -758,14 +771,29 @@ class PartitionWorker:
     ) -> None:
         """Outcomes, dead letters and the consumer offset in one transaction.
 
+        Failure policy: the producer is never closed and started again here. Starting a
+        producer runs InitProducerId, and right after the partition moved that would fence
+        its rightful new owner. So:
+
+        - fenced (another instance owns the partition now): raise; the worker fails and
+          stops touching the partition;
+        - any other KafkaError: abort the transaction on the same producer. If the abort
+          goes through and the error is retriable, run the same transaction again on the
+          same producer, backing off (the batch's outcomes stay in memory);
+        - if the abort fails, or the error is not retriable: raise. The worker fails and
+          the service's ownership path (``NotifierService._restart_failed``) starts the
+          partition over from its committed offset, with a new producer, only while the
+          group still assigns the partition to this instance.
+
         Nothing is counted or logged here: the caller notes outcomes and dead letters
-        once, after the commit."""
+        once, after the commit.
+        """
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("no transactional producer: the partition is not loaded")
         topic = self.ctx.topics.outcomes
         attempt = 0
         while True:
-            producer = self._producer
-            if producer is None:
-                producer = self._producer = await self._open_producer()
             try:
                 await producer.begin_transaction()
                 sends = []
@@ -800,23 +828,35 @@ class PartitionWorker:
                 )
                 await producer.commit_transaction()
                 return
-            except ProducerFenced:
+            except _FENCED:
                 raise
             except KafkaError as exc:
                 attempt += 1
+                try:
+                    await asyncio.wait_for(producer.abort_transaction(), timeout=10)
+                except Exception as abort_failed:
+                    log.warning(
+                        "committing outcomes failed and the transaction cannot be aborted; "
+                        "giving the partition up to be loaded again",
+                        extra={
+                            "partition": self.partition,
+                            "error": type(exc).__name__,
+                            "abort_error": type(abort_failed).__name__,
+                        },
+                    )
+                    raise exc from abort_failed
+                if not _retriable(exc) or (self._stopping.is_set() and attempt >= 3):
+                    log.warning(
+                        "committing outcomes failed; giving the partition up to be loaded again",
+                        extra={"partition": self.partition, "error": type(exc).__name__},
+                    )
+                    raise
                 log.warning(
-                    "committing outcomes failed; retrying with a new transaction",
+                    "committing outcomes failed; retrying the transaction",
                     extra={
                         "partition": self.partition,
                         "error": type(exc).__name__,
                         "attempt": attempt,
                     },
                 )
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(producer.abort_transaction(), timeout=10)
-                # A producer in an error state cannot begin again: start over. Its new epoch
-                # only fences ourselves, and the sends of this batch stay in memory.
-                await self._close_producer()
-                if self._stopping.is_set() and attempt >= 3:
-                    raise
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))

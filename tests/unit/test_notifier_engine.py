@@ -235,6 +235,57 @@ async def test_a_retried_commit_counts_and_logs_its_dead_letter_once(
     assert len(parked) == 1
 
 
+async def test_a_dead_letter_whose_transaction_never_commits_is_not_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = FakeProducer(fail_commits=1, abort_fails=True)
+    h = Harness(monkeypatch, producer)
+    await h.start()
+    before = _dead_letters_counted()
+    await h.run(h.record(None, b"{}"))
+    assert h.worker.state == "failed"
+    await h.worker.stop(1.0)
+    assert _dead_letters_counted() == before
+
+
+async def test_a_retriable_commit_error_retries_on_the_same_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = FakeProducer(fail_commits=2)
+    h = Harness(monkeypatch, producer)
+    await h.start()
+    await h.run(h.due_tomorrow("a-1"))
+    assert h.worker.state == "ready"
+    assert h.worker.outcomes_committed == 1
+    # Never closed and started again (that would run InitProducerId and could fence the
+    # partition's new owner): aborted and retried on the one producer it was loaded with.
+    assert len(h.producers) == 1
+    assert producer.calls.count("start") == 1 and "stop" not in producer.calls
+    assert producer.calls.count("abort") == 2 and producer.calls.count("commit") == 3
+    await h.worker.stop(1.0)
+
+
+@pytest.mark.parametrize(
+    ("error", "abort_fails"),
+    [(RequestTimedOutError, True), (lambda: KafkaError("not retriable"), False)],
+    ids=["abort-fails", "not-retriable"],
+)
+async def test_a_commit_error_that_cannot_be_retried_gives_the_partition_up(
+    monkeypatch: pytest.MonkeyPatch, error: Callable[[], KafkaError], abort_fails: bool
+) -> None:
+    producer = FakeProducer(fail_commits=1, error=error, abort_fails=abort_fails)
+    h = Harness(monkeypatch, producer)
+    await h.start()
+    await h.run(h.due_tomorrow("a-1"))
+    # The worker fails; the service restarts it only while the group still assigns the
+    # partition here (NotifierService._restart_failed). No new producer in the meantime.
+    assert h.worker.state == "failed"
+    assert isinstance(h.worker.failure, KafkaError)
+    assert len(h.producers) == 1 and producer.calls.count("start") == 1
+    assert producer.calls.count("begin") == 1
+    await h.worker.stop(1.0)
+
+
 async def test_the_sent_map_stays_bounded_while_the_partition_is_held(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
