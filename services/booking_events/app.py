@@ -55,6 +55,7 @@ from services.common.kafka import (
     make_consumer,
     make_producer,
     note_dead_letter,
+    transactional_id,
 )
 from services.common.practice_config import practice_config_table
 from services.common.runtime import make_app, make_broker
@@ -361,7 +362,7 @@ class BookingEventsService:
                     log.warning("closing a producer failed", extra={"partition": p}, exc_info=True)
 
     def _transactional_id(self, partition: int) -> str:
-        return f"{self.group_id}-p{partition}"
+        return transactional_id(self._kafka, self._options.group_id, partition)
 
     # ------------------------------------------------------------------ the loop
     async def _run(self) -> None:

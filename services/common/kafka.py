@@ -34,6 +34,7 @@ __all__ = [
     "make_producer",
     "note_dead_letter",
     "send_dead_letter",
+    "transactional_id",
     "wait_for_broker",
 ]
 
@@ -147,6 +148,17 @@ async def keep_trying_broker(
             on_failure(await explain_unreachable(settings, exc))
         await asyncio.sleep(delay)
         delay = min(max_delay, delay * 2)
+
+
+def transactional_id(settings: KafkaSettings, group_id: str, partition: int) -> str:
+    """The transactional id of the producer that owns `partition` for a service:
+    ``{topic_prefix}{group_id}-p{partition}``, where `group_id` is the service's
+    configured group id (``REMINDERS_<SERVICE>__GROUP_ID``, without the prefix).
+
+    Every service derives it here, so instances with the same settings fence each other
+    (and only each other), and the prefixed ``transactional_id`` ACL on the consumer
+    group's name (kafka_acl.py) covers it."""
+    return f"{settings.topic_prefix}{group_id}-p{partition}"
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:

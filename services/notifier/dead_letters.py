@@ -17,7 +17,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from services.common.codec import DecodeError
 from services.common.kafka import DeadLetter, send_dead_letter
 from services.common.topics import Topics
-from services.notifier.metrics import DEAD_LETTERS
 
 __all__ = ["PreferencesDeadLetters", "dead_letter_for", "last_source_offset"]
 
@@ -76,5 +75,4 @@ class PreferencesDeadLetters:
             return  # parked on an earlier load
         await send_dead_letter(self._producer, dead_letter_for(record, error))
         self._watermark[record.partition] = record.offset
-        self.sent += 1
-        DEAD_LETTERS.labels("patient.preferences.v1").inc()
+        self.sent += 1  # counted and logged once by send_dead_letter (non-transactional)

@@ -3,7 +3,7 @@
 A :class:`PartitionWorker` is created when the group assigns partition p to this
 instance, and gone when p is revoked. In order:
 
-1. **Fence.** Its transactional producer (``{prefix}notifier-p{p}``) starts, which runs
+1. **Fence.** Its transactional producer (``{prefix}{notifier.group_id}-p{p}``) starts, which runs
    InitProducerId: any earlier owner's producer is fenced and its open transaction
    aborted, before anything of p is read.
 2. **Load.** The committed offset of p and its metadata (the in-flight marker, see
@@ -46,12 +46,18 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFenced,
+    TransactionCoordinatorFenced,
+)
 
 from schemas.models import (
     Appointment,
@@ -65,7 +71,13 @@ from schemas.models import (
 from services.common.clock import Clock
 from services.common.codec import DecodeError, decode, encode
 from services.common.containment import is_about_the_record, record_error
-from services.common.kafka import DeadLetter, make_producer, send_dead_letter
+from services.common.kafka import (
+    DeadLetter,
+    dead_letter_headers,
+    make_producer,
+    note_dead_letter,
+    transactional_id,
+)
 from services.common.partition import partition_for
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -82,7 +94,6 @@ from services.notifier.ledger import (
 )
 from services.notifier.metrics import (
     BATCH_SECONDS,
-    DEAD_LETTERS,
     OUTCOMES,
     PARTITION_BLOCKED,
     PARTITION_LOADED,
@@ -95,6 +106,9 @@ __all__ = ["NotifierContext", "PartitionWorker", "WorkerState"]
 log = logging.getLogger(__name__)
 
 WorkerState = Literal["loading", "ready", "blocked", "stopped", "failed"]
+# How often (service time) a held partition forgets sent reminders past their memory.
+_PRUNE_EVERY = timedelta(minutes=5)
+_FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
 _POSSIBLE_DUPLICATE_NOTE = "possible duplicate: in flight when an earlier owner stopped"
 
 
@@ -113,7 +127,8 @@ class NotifierContext:
     deliverer: Deliverer
 
     def transactional_id(self, partition: int) -> str:
-        return f"{self.settings.kafka.topic_prefix}notifier-p{partition}"
+        settings = self.settings
+        return transactional_id(settings.kafka, settings.notifier.group_id, partition)
 
 
 @dataclass
@@ -152,6 +167,12 @@ class _BatchResult:
     retained: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
     blocked: int = 0
     outcomes: int = 0
+
+
+def _retriable(exc: KafkaError) -> bool:
+    """A transient broker error: the same transaction may succeed on a second try. A
+    delivery timeout counts (aiokafka marks KafkaTimeoutError as not retriable)."""
+    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
 
 
 def _block_if_every_mail_was_refused(items: list[_Item]) -> None:
@@ -197,6 +218,7 @@ class PartitionWorker:
         # offset -> when its delivery first failed transiently after all retries
         self._first_transient: dict[int, datetime] = {}
         self._outage_round = 0
+        self._next_prune: datetime | None = None
         self.failure: BaseException | None = None
         self.failed_at: float | None = None
 
@@ -334,7 +356,7 @@ class PartitionWorker:
                 log.info("batch postponed", extra={"partition": self.partition, "why": str(exc)})
                 await self._pause_for(1.0)
                 continue
-            except ProducerFenced as exc:
+            except _FENCED as exc:
                 self._fail(exc)
                 log.error(
                     "fenced: another instance owns this partition now",
@@ -519,6 +541,20 @@ class PartitionWorker:
             }
         )
 
+    def _prune(self, ledger: Ledger, now: datetime) -> None:
+        """Forget sent reminders past their memory (a day after the appointment's start):
+        one pass over the map at most every ``_PRUNE_EVERY`` of service time, so the map
+        stays bounded however long this instance holds the partition."""
+        if self._next_prune is not None and now < self._next_prune:
+            return
+        self._next_prune = now + _PRUNE_EVERY
+        forgotten = ledger.prune(now)
+        if forgotten:
+            log.debug(
+                "sent reminders forgotten",
+                extra={"partition": self.partition, "forgotten": forgotten},
+            )
+
     async def _process(self, batch: list[ConsumerRecord[bytes, bytes]]) -> _BatchResult:
         ctx = self.ctx
         ledger = ctx.tables.ledgers.get(self.partition)
@@ -526,6 +562,7 @@ class PartitionWorker:
         began = time.perf_counter()
         await self._catch_up()
         now = ctx.clock.now()
+        self._prune(ledger, now)
         items: list[_Item] = []
         sending: set[str] = set()
         seen: set[str] = set()
@@ -625,15 +662,7 @@ class PartitionWorker:
                 },
             )
         for letter in letters:
-            DEAD_LETTERS.labels("reminders.due.v1").inc()
-            log.warning(
-                "due reminder dead-lettered",
-                extra={
-                    "partition": self.partition,
-                    "offset": letter.source_offset,
-                    "error_reason": letter.reason,
-                },
-            )
+            note_dead_letter(letter)  # once per letter, now that it is committed
         self.outcomes_committed += len(outcomes)
         if self.inflight is not None and next_offset >= self.inflight.end:
             self.inflight = None
@@ -740,13 +769,31 @@ class PartitionWorker:
     async def _commit(
         self, items: list[_Item], letters: list[DeadLetter], next_offset: int
     ) -> None:
-        """Outcomes, dead letters and the consumer offset in one transaction."""
+        """Outcomes, dead letters and the consumer offset in one transaction.
+
+        Failure policy: the producer is never closed and started again here. Starting a
+        producer runs InitProducerId, and right after the partition moved that would fence
+        its rightful new owner. So:
+
+        - fenced (another instance owns the partition now): raise; the worker fails and
+          stops touching the partition;
+        - any other KafkaError: abort the transaction on the same producer. If the abort
+          goes through and the error is retriable, run the same transaction again on the
+          same producer, backing off (the batch's outcomes stay in memory);
+        - if the abort fails, or the error is not retriable: raise. The worker fails and
+          the service's ownership path (``NotifierService._restart_failed``) starts the
+          partition over from its committed offset, with a new producer, only while the
+          group still assigns the partition to this instance.
+
+        Nothing is counted or logged here: the caller notes outcomes and dead letters
+        once, after the commit.
+        """
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("no transactional producer: the partition is not loaded")
         topic = self.ctx.topics.outcomes
         attempt = 0
         while True:
-            producer = self._producer
-            if producer is None:
-                producer = self._producer = await self._open_producer()
             try:
                 await producer.begin_transaction()
                 sends = []
@@ -765,7 +812,15 @@ class PartitionWorker:
                         )
                     )
                 for letter in letters:
-                    await send_dead_letter(producer, letter)
+                    sends.append(
+                        await producer.send(
+                            Topics.dlq(letter.source_topic),
+                            value=letter.value,
+                            key=letter.key,
+                            partition=letter.source_partition,
+                            headers=dead_letter_headers(letter),
+                        )
+                    )
                 if sends:
                     await asyncio.gather(*sends)
                 await producer.send_offsets_to_transaction(
@@ -773,23 +828,35 @@ class PartitionWorker:
                 )
                 await producer.commit_transaction()
                 return
-            except ProducerFenced:
+            except _FENCED:
                 raise
             except KafkaError as exc:
                 attempt += 1
+                try:
+                    await asyncio.wait_for(producer.abort_transaction(), timeout=10)
+                except Exception as abort_failed:
+                    log.warning(
+                        "committing outcomes failed and the transaction cannot be aborted; "
+                        "giving the partition up to be loaded again",
+                        extra={
+                            "partition": self.partition,
+                            "error": type(exc).__name__,
+                            "abort_error": type(abort_failed).__name__,
+                        },
+                    )
+                    raise exc from abort_failed
+                if not _retriable(exc) or (self._stopping.is_set() and attempt >= 3):
+                    log.warning(
+                        "committing outcomes failed; giving the partition up to be loaded again",
+                        extra={"partition": self.partition, "error": type(exc).__name__},
+                    )
+                    raise
                 log.warning(
-                    "committing outcomes failed; retrying with a new transaction",
+                    "committing outcomes failed; retrying the transaction",
                     extra={
                         "partition": self.partition,
                         "error": type(exc).__name__,
                         "attempt": attempt,
                     },
                 )
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(producer.abort_transaction(), timeout=10)
-                # A producer in an error state cannot begin again: start over. Its new epoch
-                # only fences ourselves, and the sends of this batch stay in memory.
-                await self._close_producer()
-                if self._stopping.is_set() and attempt >= 3:
-                    raise
                 await asyncio.sleep(min(5.0, 0.2 * 2**attempt))

@@ -158,6 +158,8 @@ class Ledger:
         self.answered = {o for o in self.answered if o >= self.committed_offset}
 
     def prune(self, now: datetime) -> int:
+        """Forget sent reminders past their memory; the partition worker calls this
+        from its batches (PartitionWorker._prune). Returns how many were forgotten."""
         stale = [rid for rid, entry in self.sent.items() if entry.forget_after <= now]
         for rid in stale:
             del self.sent[rid]

@@ -6,7 +6,6 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "BATCH_SECONDS",
-    "DEAD_LETTERS",
     "OUTCOMES",
     "PARTITION_BLOCKED",
     "PARTITION_LOADED",
@@ -50,9 +49,4 @@ BATCH_SECONDS = Histogram(
     "reminders_notifier_batch_seconds",
     "Decide, send and commit one batch of due reminders",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-)
-DEAD_LETTERS = Counter(
-    "reminders_notifier_dead_letters_total",
-    "Records the notifier sent to a dead-letter topic",
-    ["source"],
 )

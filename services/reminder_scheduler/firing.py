@@ -2,7 +2,7 @@
 
 Per partition ``p`` this instance owns, a :class:`PartitionWorker`:
 
-1. starts a transactional producer with the id ``{prefix}reminder-scheduler-p{p}``.
+1. starts a transactional producer with the id ``{prefix}{scheduler.group_id}-p{p}``.
    Its ``InitProducerId`` fences any earlier owner of ``p`` (a zombie after a rebalance,
    or the process that was killed) and aborts that owner's open transaction, so a
    reminder the old owner produced but did not commit is never seen (every reader is
@@ -44,7 +44,7 @@ from aiokafka.errors import (
 from services.common.clock import Clock
 from services.common.codec import DecodeError
 from services.common.containment import contain, is_about_the_record, record_error
-from services.common.kafka import DeadLetter, make_consumer, make_producer
+from services.common.kafka import DeadLetter, make_consumer, make_producer, transactional_id
 from services.common.partition import partition_for
 from services.common.settings import Settings
 from services.common.topics import Topics
@@ -85,7 +85,8 @@ class SchedulerContext:
     _partition_of: dict[str, int] = field(default_factory=dict)
 
     def transactional_id(self, partition: int) -> str:
-        return f"{self.settings.kafka.topic_prefix}reminder-scheduler-p{partition}"
+        settings = self.settings
+        return transactional_id(settings.kafka, settings.scheduler.group_id, partition)
 
     def partition_of(self, practice_id: str) -> int:
         partition = self._partition_of.get(practice_id)
