@@ -17,12 +17,9 @@ import pytest
 from services.common.kafka import create_topics
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
+from tests.support.ci import unavailable
 
 TEST_PARTITIONS = 3
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _docker_answers() -> bool:
@@ -63,9 +60,7 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     errors.append("testcontainers: no Docker engine answers")
     message = "no Kafka broker for the tests: " + "; ".join(errors)
-    if _in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    unavailable(message)
 
 
 @pytest.fixture
@@ -117,9 +112,7 @@ def postgres_server() -> Iterator[object]:
         server.start()
     except Exception as exc:
         message = f"no PostgreSQL for the tests: {exc}"
-        if _in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(message)
     try:
         yield server
     finally:

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.support.ci import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CATALOGUE = ROOT / "docs" / "metrics.md"
 TARGET_SCRIPT = Path(__file__).with_name("ops_metrics_target.py")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def need_tool(name: str) -> str:
@@ -30,9 +25,7 @@ def need_tool(name: str) -> str:
             "(Debian's prometheus package provides prometheus and promtool; "
             "kubectl is Debian's kubectl package)"
         )
-        if in_ci():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(message)
     return path
 
 

@@ -5,7 +5,6 @@ With CI=true a missing browser, broker or axe-core fails the test; it never skip
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.ci import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -30,22 +31,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def _unavailable(message: str) -> None:
-    if _in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="session")
 def axe_source() -> str:
     if not AXE.exists():
         npm = shutil.which("npm")
         if npm is None:
-            _unavailable("npm is not installed: cannot fetch axe-core")
+            unavailable("npm is not installed: cannot fetch axe-core")
         assert npm is not None
         subprocess.run(
             [
@@ -67,11 +58,11 @@ def axe_source() -> str:
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Any]:
     if not Path(CHROMIUM).exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
+        unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
         from playwright.async_api import async_playwright
     except ImportError:
-        _unavailable("the playwright package is not installed")
+        unavailable("the playwright package is not installed")
         raise
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as playwright:
