@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devkit import insights_samples as samples
 from devkit.demo.pipeline import ServiceProcess, free_port
 from devkit.insights_samples import OutcomeTruth, Record, _outcome, generate, publish
 from services.common.db import create_engine
@@ -31,7 +32,6 @@ from services.common.followup import (
 )
 from services.common.settings import InsightsSettings, KafkaSettings, Settings
 from services.common.topics import Topics
-from services.insights import samples
 from services.insights.app import InsightsService
 from tests.support.insights_oracle import Figures, last_weeks, oracle
 
