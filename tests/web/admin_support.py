@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devkit.insights_samples import OutcomeTruth, _appointment, _outcome, _rid
 from schemas.models import PracticeConfig
 from services.common.clock import FakeClock
 from services.common.settings import SmtpSettings
@@ -22,7 +23,6 @@ from services.insights.projection import (
     dedupe_outcomes,
     outcome_row,
 )
-from services.insights.samples import OutcomeTruth, _appointment, _outcome, _rid
 from services.insights.store import write_batch
 from services.practice_admin.config_store import VersionConflict
 from services.practice_admin.mailer import SmtpMailer
