@@ -182,6 +182,11 @@ class InsightsService:
             self._targets = {(tp.topic, tp.partition): off for tp, off in ends.items()}
             self._assigned = set(assigned)
             self._joined = True
+            # Ready means caught up with what this instance owns now: partitions handed
+            # over by a rebalance may have records after their stored position, so
+            # readiness is decided again against the ends at this assignment.
+            self._caught_up = False
+            CAUGHT_UP.set(0)
             self._check_caught_up()
         log.info(
             "partitions assigned",
