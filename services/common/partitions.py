@@ -427,23 +427,28 @@ async def dead_letter_watermark(loader: AIOKafkaConsumer, source_topic: str, par
 
     For services that read an input from its beginning on every assignment (no committed
     offsets): records up to this offset were dead-lettered by an earlier owner and are
-    not sent to the DLQ again.
+    not sent to the DLQ again. Dead letters are written in transactions, so the last
+    offsets of the DLQ are commit markers (and aborted records, which a read_committed
+    ``loader`` skips): it reads back from the end in growing windows.
     """
     tp = TopicPartition(Topics.dlq(source_topic), partition)
     end = (await loader.end_offsets([tp]))[tp]
-    if end == 0:
-        return -1
     loader.assign([tp])
-    loader.seek(tp, end - 1)
-    deadline = asyncio.get_running_loop().time() + 10
-    while asyncio.get_running_loop().time() < deadline:
-        batches = await loader.getmany(tp, timeout_ms=200)
-        for record in reversed(batches.get(tp, [])):
-            for name, value in record.headers:
-                if name == "source-offset":
-                    with contextlib.suppress(ValueError):
-                        return int(value)
-            return -1
-        if await loader.position(tp) >= end:
-            break
+    window = 4
+    start = end
+    while start > 0:
+        start = max(0, end - window)
+        loader.seek(tp, start)
+        last = -1
+        deadline = asyncio.get_running_loop().time() + 10
+        while await loader.position(tp) < end and asyncio.get_running_loop().time() < deadline:
+            batches = await loader.getmany(tp, timeout_ms=200)
+            for record in batches.get(tp, []):
+                for name, value in record.headers:
+                    if name == "source-offset":
+                        with contextlib.suppress(ValueError):
+                            last = max(last, int(value))
+        if last >= 0:
+            return last
+        window *= 16
     return -1

@@ -1,11 +1,14 @@
 """The scheduler as a FastStream app: ``reminders run scheduler``.
 
-Also ``faststream run services.reminder_scheduler.app:create_app --factory``. The work
-is done with aiokafka (transactions); the FastStream broker only carries the app's
-lifecycle and the Prometheus middleware.
+Also ``faststream run services.reminder_scheduler.app:app`` (settings from the
+environment). The work is done with aiokafka on the partition-ownership runtime
+(transactions); the FastStream broker carries the app's lifecycle and documents the
+topics.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from faststream import FastStream
 
@@ -17,6 +20,14 @@ from services.reminder_scheduler.service import SchedulerService
 __all__ = ["SchedulerService", "create_app"]
 
 
-def create_app(settings: Settings | None = None, clock: Clock | None = None) -> FastStream:
-    settings = settings or Settings()
-    return make_app(SchedulerService(settings, clock), settings)
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastStream:
+    """The FastStream app of ``reminders run scheduler``."""
+    return make_app(SchedulerService(settings, clock=clock), settings)
+
+
+def __getattr__(name: str) -> Any:
+    # ``faststream run services.reminder_scheduler.app:app`` without building an app (and
+    # a broker) at import time.
+    if name == "app":
+        return create_app(Settings())
+    raise AttributeError(name)
