@@ -1,10 +1,12 @@
 """How a service becomes a FastStream app with /metrics, /healthz and /readyz.
 
 A service is an object with ``start``, ``stop`` and ``readiness`` and a FastStream
-``KafkaBroker``. All three services consume with aiokafka directly, because their writes
-and offset commits go in one Kafka transaction and FastStream does not wrap transactions;
-the broker documents the topics (AsyncAPI) and carries FastStream's Prometheus
-middleware. ``make_app`` wires the service to the health server, so that
+``KafkaBroker``. All three services consume with aiokafka directly, on the
+partition-ownership runtime (services/common/partitions.py), because their writes and
+offset commits go in one Kafka transaction and FastStream does not wrap transactions;
+the broker carries the app's lifecycle and documents the topics (AsyncAPI). Nothing
+passes through it, so it has no Prometheus middleware: its transport metrics would
+always be zero. ``make_app`` wires the service to the health server, so that
 ``reminders run NAME`` and ``faststream run services.NAME.app:app`` behave the same.
 """
 
@@ -18,8 +20,6 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import REGISTRY
 
 from services.common.health import HealthServer
 from services.common.kafka import (
@@ -97,10 +97,9 @@ class _Startup:
 
 
 def make_broker(settings: Settings, app_name: str) -> KafkaBroker:
-    """A FastStream broker with the Prometheus middleware on the shared registry."""
+    """The FastStream broker of a service: lifecycle and AsyncAPI only."""
     return KafkaBroker(
         **settings.kafka.faststream_params(),
-        middlewares=(KafkaPrometheusMiddleware(registry=REGISTRY, app_name=app_name),),
         logger=logging.getLogger(f"faststream.{app_name}"),
     )
 

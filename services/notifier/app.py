@@ -6,7 +6,8 @@ the templates checked, an invalid one keeping the last valid in force);
 ``patient.preferences.v1``, ``appointments.v1`` and ``notifications.outcomes.v1`` (the
 ledger) only for the owned partitions. Kafka transactions are not wrapped by
 FastStream, so the work is done with aiokafka; the FastStream broker only documents the
-topics and lets ``reminders run notifier`` / ``faststream run`` run the service.
+topics and lets ``reminders run notifier`` / ``faststream run
+services.notifier.app:app`` run the service.
 
 Consumer group id and transactional ids carry the topic prefix, so instances on
 different prefixes (tests, acceptance on a shared cluster) never meet.
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -42,9 +44,12 @@ from services.notifier.push import KNOWN_PUSH_SERVICES, VapidOptions, WebPushSen
 from services.notifier.retry import RetryPolicy
 from services.notifier.tables import NotifierTables
 
-__all__ = ["NotifierService", "create_app", "smtp_options", "vapid_options"]
+__all__ = ["NAME", "NotifierService", "create_app", "smtp_options", "vapid_options"]
 
 log = logging.getLogger(__name__)
+
+# The service's name: its default group id, its transactional ids and its labels.
+NAME: Final = "notifier"
 
 _WORKER_RESTART_SECONDS = 5.0
 
@@ -103,7 +108,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class NotifierService:
     """Reads due reminders, decides, sends, and commits one outcome per reminder."""
 
-    name = "notifier"
+    name = NAME
 
     def __init__(
         self,
@@ -399,5 +404,20 @@ class NotifierService:
             self._start_worker(p)
 
 
-def create_app(settings: Settings) -> FastStream:
-    return make_app(NotifierService(settings), settings)
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    smtp: EmailTransport | None = None,
+    push: PushTransport | None = None,
+) -> FastStream:
+    """The FastStream app of ``reminders run notifier``; transports for tests."""
+    return make_app(NotifierService(settings, clock=clock, smtp=smtp, push=push), settings)
+
+
+def __getattr__(name: str) -> Any:
+    # ``faststream run services.notifier.app:app`` without building an app (and a broker)
+    # at import time.
+    if name == "app":
+        return create_app(Settings())
+    raise AttributeError(name)
