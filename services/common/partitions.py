@@ -64,6 +64,7 @@ __all__ = [
     "PartitionHandler",
     "TransactionalPartition",
     "dead_letter_watermark",
+    "retriable",
 ]
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class Output(NamedTuple):
         )
 
 
-def _retriable(exc: KafkaError) -> bool:
+def retriable(exc: KafkaError) -> bool:
     """A transient broker error: the same transaction may succeed on a second try. A
     delivery timeout counts (aiokafka marks KafkaTimeoutError as not retriable)."""
     return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
@@ -214,7 +215,7 @@ class TransactionalPartition:
                 attempt += 1
                 await self._abort(exc)
                 limit = _ATTEMPTS_WHEN_STOPPING if self.stopping else None
-                if not _retriable(exc) or (limit is not None and attempt >= limit):
+                if not retriable(exc) or (limit is not None and attempt >= limit):
                     log.warning(
                         "a transaction failed; giving the partition up to be loaded again",
                         extra={"partition": self.partition, "error": type(exc).__name__},

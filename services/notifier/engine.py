@@ -51,13 +51,7 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import (
-    InvalidProducerEpoch,
-    KafkaError,
-    KafkaTimeoutError,
-    ProducerFenced,
-    TransactionCoordinatorFenced,
-)
+from aiokafka.errors import KafkaError
 
 from schemas.models import (
     Appointment,
@@ -79,6 +73,7 @@ from services.common.kafka import (
     transactional_id,
 )
 from services.common.partition import partition_for
+from services.common.partitions import FENCED, retriable
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.domain.render import RenderedReminder, TemplateRejected, render_reminder
@@ -108,7 +103,7 @@ log = logging.getLogger(__name__)
 WorkerState = Literal["loading", "ready", "blocked", "stopped", "failed"]
 # How often (service time) a held partition forgets sent reminders past their memory.
 _PRUNE_EVERY = timedelta(minutes=5)
-_FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+_FENCED = FENCED
 _POSSIBLE_DUPLICATE_NOTE = "possible duplicate: in flight when an earlier owner stopped"
 
 
@@ -167,12 +162,6 @@ class _BatchResult:
     retained: list[ConsumerRecord[bytes, bytes]] = field(default_factory=list)
     blocked: int = 0
     outcomes: int = 0
-
-
-def _retriable(exc: KafkaError) -> bool:
-    """A transient broker error: the same transaction may succeed on a second try. A
-    delivery timeout counts (aiokafka marks KafkaTimeoutError as not retriable)."""
-    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
 
 
 def _block_if_every_mail_was_refused(items: list[_Item]) -> None:
@@ -845,7 +834,7 @@ class PartitionWorker:
                         },
                     )
                     raise exc from abort_failed
-                if not _retriable(exc) or (self._stopping.is_set() and attempt >= 3):
+                if not retriable(exc) or (self._stopping.is_set() and attempt >= 3):
                     log.warning(
                         "committing outcomes failed; giving the partition up to be loaded again",
                         extra={"partition": self.partition, "error": type(exc).__name__},

@@ -39,13 +39,12 @@ from services.common.topics import Topics
 from services.reminder_scheduler.due_time import DEFAULT_POLICY, Policy
 from services.reminder_scheduler.firing import PartitionWorker, SchedulerContext
 
-__all__ = ["NAME", "SERVICE_NAME", "SchedulerService"]
+__all__ = ["NAME", "SchedulerService"]
 
 log = logging.getLogger(__name__)
 
 # The service's name: its default group id, its transactional ids and its labels.
 NAME: Final = "reminder-scheduler"
-SERVICE_NAME: Final = NAME
 _RETRY_SECONDS = 1.0
 
 
