@@ -97,6 +97,7 @@ class PartitionBroken(Exception):
     def __init__(self, partition: int, cause: BaseException) -> None:
         super().__init__(f"partition {partition}: {type(cause).__name__}: {cause}")
         self.partition = partition
+        self.error = cause
 
 
 _NO_HEADERS: list[tuple[str, bytes]] = []
