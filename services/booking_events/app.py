@@ -36,7 +36,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any, Final
+from typing import Final
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
@@ -59,7 +59,7 @@ from services.common.partitions import (
     TransactionalPartition,
 )
 from services.common.practice_config import practice_config_table
-from services.common.runtime import make_app, make_broker
+from services.common.runtime import make_app, make_broker, module_app
 from services.common.settings import Settings
 from services.common.table import TopicFollower
 from services.common.topics import Topics
@@ -571,9 +571,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastStream:
     return make_app(BookingEventsService(settings, clock=clock), settings)
 
 
-def __getattr__(name: str) -> Any:
-    # ``faststream run services.booking_events.app:app`` without building an app (and a
-    # broker) at import time.
-    if name == "app":
-        return create_app(Settings())
-    raise AttributeError(name)
+# ``faststream run services.booking_events.app:app``
+__getattr__ = module_app(create_app)

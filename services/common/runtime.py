@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
@@ -31,7 +32,15 @@ from services.common.kafka import (
 from services.common.metrics import LagMonitor, track_readiness
 from services.common.settings import Settings
 
-__all__ = ["EXIT_REFUSED", "Service", "ServiceApp", "StartRefused", "make_app", "make_broker"]
+__all__ = [
+    "EXIT_REFUSED",
+    "Service",
+    "ServiceApp",
+    "StartRefused",
+    "make_app",
+    "make_broker",
+    "module_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +187,15 @@ def make_app(service: Service, settings: Settings) -> ServiceApp:
     }
     app = ServiceApp(service.broker, **kwargs)
     return app
+
+
+def module_app(create_app: Callable[[Settings], FastStream]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that makes ``faststream run services.NAME.app:app`` work
+    (settings from the environment) without building an app, and a broker, at import."""
+
+    def __getattr__(name: str) -> Any:
+        if name == "app":
+            return create_app(Settings())
+        raise AttributeError(name)
+
+    return __getattr__

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Final
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
@@ -31,7 +31,7 @@ from services.common.db import create_engine, require_current_schema
 from services.common.kafka import check_partitions, make_consumer
 from services.common.metrics import CONSUMER_LAG, LAG_UPDATED
 from services.common.partitions import Batches, GroupMember
-from services.common.runtime import make_app, make_broker
+from services.common.runtime import make_app, make_broker, module_app
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.insights.metrics import BAD_RECORDS, BATCH_SECONDS, CAUGHT_UP, ROWS_WRITTEN
@@ -284,8 +284,5 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Fast
     return make_app(InsightsService(settings, engine=engine), settings)
 
 
-def __getattr__(name: str) -> Any:
-    # ``faststream run services.insights.app:app`` without building an app at import time.
-    if name == "app":
-        return create_app(Settings())
-    raise AttributeError(name)
+# ``faststream run services.insights.app:app``
+__getattr__ = module_app(create_app)

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Final
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -33,7 +33,7 @@ from services.common.clock import Clock, SystemClock
 from services.common.health import loops_alive
 from services.common.kafka import admin_client, check_partitions, make_consumer, make_producer
 from services.common.partitions import Batches, GroupMember
-from services.common.runtime import StartRefused, make_app, make_broker
+from services.common.runtime import StartRefused, make_app, make_broker, module_app
 from services.common.settings import PushSettings, Settings, SmtpSettings
 from services.common.topics import Topics
 from services.notifier.delivery import Deliverer, EmailTransport, PushTransport
@@ -395,9 +395,5 @@ def create_app(
     return make_app(NotifierService(settings, clock=clock, smtp=smtp, push=push), settings)
 
 
-def __getattr__(name: str) -> Any:
-    # ``faststream run services.notifier.app:app`` without building an app (and a broker)
-    # at import time.
-    if name == "app":
-        return create_app(Settings())
-    raise AttributeError(name)
+# ``faststream run services.notifier.app:app``
+__getattr__ = module_app(create_app)

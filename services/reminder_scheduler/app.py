@@ -8,12 +8,10 @@ topics.
 
 from __future__ import annotations
 
-from typing import Any
-
 from faststream import FastStream
 
 from services.common.clock import Clock
-from services.common.runtime import make_app
+from services.common.runtime import make_app, module_app
 from services.common.settings import Settings
 from services.reminder_scheduler.service import SchedulerService
 
@@ -25,9 +23,5 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastStream:
     return make_app(SchedulerService(settings, clock=clock), settings)
 
 
-def __getattr__(name: str) -> Any:
-    # ``faststream run services.reminder_scheduler.app:app`` without building an app (and
-    # a broker) at import time.
-    if name == "app":
-        return create_app(Settings())
-    raise AttributeError(name)
+# ``faststream run services.reminder_scheduler.app:app``
+__getattr__ = module_app(create_app)
