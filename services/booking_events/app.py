@@ -168,6 +168,8 @@ class BookingEventsService:
         off wherever it is (its transaction is then aborted or left to be fenced)."""
         self._started = False
         self._cancel_retries()
+        for owned in self._owned.values():
+            owned.stopping = True  # a retriable commit error: a few tries only
         member = self._member
         if member is not None:
             if graceful:

@@ -145,6 +145,8 @@ class PartitionWorker:
         """Let a transaction in flight finish (bounded), then stop and close the producer."""
         self._stopping = True
         self._wake.set()
+        if self._producer is not None:
+            self._producer.stopping = True  # a retriable commit error: a few tries only
         timeout = self.ctx.settings.scheduler.stop_timeout_seconds
         acquired = False
         with contextlib.suppress(TimeoutError):
