@@ -176,12 +176,9 @@ INSTANT_RANGE = (
 
 def _sane_instant(value: datetime) -> datetime:
     low, high = INSTANT_RANGE
-    try:
-        offset = value.utcoffset()
-        utc = value.replace(tzinfo=None) - (offset or dt.timedelta(0))
-    except OverflowError:
-        utc = None
-    if utc is None or not low.replace(tzinfo=None) <= utc < high.replace(tzinfo=None):
+    # Aware datetimes compare as instants (by UTC), and the comparison cannot overflow
+    # where converting year 1 or 9999 to UTC would: this runs for every time of every event.
+    if not low <= value < high:
         raise PydanticCustomError(
             "time_out_of_range",
             "the time must lie between 2000-01-01 and 2100-01-01 (UTC)",

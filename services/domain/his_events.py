@@ -95,7 +95,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas.models import MAX_INT64, AppointmentEvent
@@ -421,7 +421,8 @@ class Coding(_Fhir):
 
 
 class CodeableConcept(_Fhir):
-    coding: list[Coding] = []
+    # default_factory: a literal [] default is deep-copied for every instance
+    coding: list[Coding] = Field(default_factory=list)
     text: str | None = None
 
 
@@ -438,7 +439,7 @@ class Reference(_Fhir):
 
 
 class Participant(_Fhir):
-    type: list[CodeableConcept] = []
+    type: list[CodeableConcept] = Field(default_factory=list)
     actor: Reference | None = None
     required: str | None = None
     status: str | None = None
@@ -449,7 +450,7 @@ class Meta(_Fhir):
     versionId: str | None = None
     lastUpdated: AwareDatetime | None = None
     source: str | None = None
-    tag: list[Coding] = []
+    tag: list[Coding] = Field(default_factory=list)
 
 
 class FhirAppointment(_Fhir):
@@ -457,14 +458,14 @@ class FhirAppointment(_Fhir):
 
     resourceType: str
     id: str | None = None
-    identifier: list[Identifier] = []
+    identifier: list[Identifier] = Field(default_factory=list)
     meta: Meta | None = None
     status: Any = None
     appointmentType: CodeableConcept | None = None
-    serviceType: list[CodeableConcept] = []
+    serviceType: list[CodeableConcept] = Field(default_factory=list)
     start: Any = None
     end: Any = None
-    participant: list[Participant] = []
+    participant: list[Participant] = Field(default_factory=list)
 
 
 def event_id_for(practice_id: str, appointment_id: str, sequence: int) -> uuid.UUID:
