@@ -175,9 +175,13 @@ INSTANT_RANGE = (
 
 
 def _sane_instant(value: datetime) -> datetime:
+    # This runs for every time of every event. A UTC offset is less than a day, so a
+    # local year 2001..2098 is inside the range whatever the zone: no offset arithmetic.
+    if 2001 <= value.year <= 2098:
+        return value
     low, high = INSTANT_RANGE
     # Aware datetimes compare as instants (by UTC), and the comparison cannot overflow
-    # where converting year 1 or 9999 to UTC would: this runs for every time of every event.
+    # where converting year 1 or 9999 to UTC would.
     if not low <= value < high:
         raise PydanticCustomError(
             "time_out_of_range",
