@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make `services` importable
 
 from prometheus_client import REGISTRY
 
+from devkit.sinks.smtp_sink import SmtpSink
 from schemas.models import appointment_key
 from services.common.codec import encode
 from services.common.kafka import create_topics, make_producer
@@ -51,7 +52,6 @@ from services.notifier.samples import (
     sample_due,
     sample_preferences,
 )
-from services.sinks.smtp_sink import SmtpSink
 
 
 def _sink_process(conn: Connection) -> None:
@@ -174,7 +174,7 @@ def main() -> int:
     broker = None
     bootstrap = args.bootstrap
     if bootstrap is None:
-        from services.common.local_kafka import LocalKafka
+        from devkit.local_kafka import LocalKafka
 
         broker = LocalKafka()
         bootstrap = broker.start()

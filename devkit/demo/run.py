@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from devkit.demo.followup import show_follow_up
+from devkit.demo.pipeline import MESSAGE_ID_DOMAIN, SERVICE_NAMES, Pipeline, outcome_summary
+from devkit.demo.workload import Workload, generate
+from devkit.local_kafka import LocalKafka
 from schemas.models import PracticeConfig
 from services.common.db import create_engine, session_factory, upgrade
-from services.common.local_kafka import LocalKafka
 from services.common.settings import Settings
-from services.demo.followup import show_follow_up
-from services.demo.pipeline import MESSAGE_ID_DOMAIN, SERVICE_NAMES, Pipeline, outcome_summary
-from services.demo.workload import Workload, generate
 from services.notifier.email import message_id_for
 from services.notifier.push import push_topic
 from services.practice_admin.accounts import add_user
@@ -312,7 +312,7 @@ _CODE = re.compile(r"\b(\d{6})\b")
 
 
 async def _start_practice_admin(pipeline: Pipeline, out_dir: Path, practice: PracticeConfig) -> str:
-    """A migrated SQLite database with one demo beheerder, and practice-admin on it."""
+    """A migrated SQLite database with one demo beheerder, practice-admin and insights on it."""
     url = f"sqlite+aiosqlite:///{out_dir / 'admin.sqlite3'}"
     engine = create_engine(url)
     try:
@@ -323,6 +323,9 @@ async def _start_practice_admin(pipeline: Pipeline, out_dir: Path, practice: Pra
             )
     finally:
         await engine.dispose()
+    # insights projects the outcomes into this database as they come: the verzendlog and
+    # the follow-up page read them there.
+    pipeline.start_insights(url)
     return pipeline.start_practice_admin(url, demo=True)
 
 
