@@ -251,8 +251,19 @@ def read_marker(value: bytes) -> MarkerState:
     )
 
 
+# A burst writes the same slot starts, ends and due times over and over: each written once.
+_TEXTS: dict[datetime, str] = {}
+_TEXTS_SIZE = 100_000
+
+
 def _text(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    text = _TEXTS.get(moment)
+    if text is None:
+        text = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        if len(_TEXTS) >= _TEXTS_SIZE:
+            _TEXTS.clear()
+        _TEXTS[moment] = text
+    return text
 
 
 def fired_values(
