@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import (
@@ -431,22 +431,29 @@ class PartitionWorker:
             assert producer is not None
             await producer.begin_transaction()
             try:
-                sent = []
+                # Whole record batches (one future each), not a send() per record: a burst
+                # writes two records per reminder, all to this one partition.
+                sent: list[asyncio.Future[Any]] = []
+                batches: dict[str, Any] = {}
+
+                async def put(topic: str, value: bytes | None, key: bytes) -> None:
+                    batch = batches.get(topic)
+                    if batch is None:
+                        batch = batches[topic] = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        sent.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = batches[topic] = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=None)
+
                 for fire in fires:
                     due, marker = self._values(fire, now)
-                    key = fire.timer.key
-                    sent.append(
-                        await producer.send(topics.reminders_due, due, key, partition=partition)
-                    )
-                    sent.append(
-                        await producer.send(
-                            topics.reminders_fired, marker, key, partition=partition
-                        )
-                    )
+                    await put(topics.reminders_due, due, fire.timer.key)
+                    await put(topics.reminders_fired, marker, fire.timer.key)
                 for key in tombstones:
-                    sent.append(
-                        await producer.send(topics.reminders_fired, None, key, partition=partition)
-                    )
+                    await put(topics.reminders_fired, None, key)
+                for topic, batch in batches.items():
+                    if batch.record_count():
+                        sent.append(await producer.send_batch(batch, topic, partition=partition))
                 await producer.flush()
                 for future in sent:  # all resolved by flush()
                     error = future.exception()
