@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import default as _default_policy
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -152,7 +153,7 @@ def compose_email(
         if problem is not None:
             raise PermanentSendError("invalid_header", f"{name} {problem}")
 
-    sender = _parse_address(from_address, "invalid_sender", display_name=from_name)
+    sender = _sender_address(from_address, from_name)
     recipient = _parse_address(to, "invalid_address")
 
     msg = EmailMessage(policy=_POLICY)
@@ -225,6 +226,13 @@ def _ascii_domain(domain: str, reason: str) -> str:
     if not all(_DOMAIN_LABEL.match(label) for label in labels):
         raise PermanentSendError(reason, "domain is not a valid host name")
     return ascii_domain
+
+
+@lru_cache(maxsize=1024)
+def _sender_address(from_address: str, from_name: str) -> Address:
+    # A practice's sender is the same on all its reminders: parsed once (an Address is
+    # immutable); a refused one raises every time (lru_cache keeps no exceptions).
+    return _parse_address(from_address, "invalid_sender", display_name=from_name)
 
 
 def _parse_address(value: str, reason: str, display_name: str = "") -> Address:
