@@ -325,7 +325,7 @@ def main() -> int:
     broker = None
     bootstrap = args.bootstrap or os.environ.get("REMINDERS_BENCH_KAFKA_BOOTSTRAP")
     if not bootstrap:
-        from services.common.local_kafka import LocalKafka
+        from devkit.local_kafka import LocalKafka
 
         broker = LocalKafka()
         bootstrap = broker.start()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common.local_kafka import LocalKafka
-from tests.support.faults import SCENARIOS, run_scenario
+from devkit.faults import SCENARIOS, run_scenario
+from devkit.local_kafka import LocalKafka
 
 
 async def main() -> int:

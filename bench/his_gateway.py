@@ -301,7 +301,7 @@ def main() -> None:
     bootstrap = args.bootstrap or os.environ.get("REMINDERS_BENCH_KAFKA_BOOTSTRAP")
     broker = None
     if not bootstrap:
-        from services.common.local_kafka import LocalKafka
+        from devkit.local_kafka import LocalKafka
 
         broker = LocalKafka()
         bootstrap = broker.start()

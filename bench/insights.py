@@ -5,7 +5,7 @@
 
 Without --bootstrap a local broker is started (deploy/kafka/kafka-local), without
 --postgres-url a local PostgreSQL (deploy/postgres/pg-local); both are stopped again.
-The synthetic workload (services/insights/samples.py: bookings, final states, moves,
+The synthetic workload (devkit/insights_samples.py: bookings, final states, moves,
 cancellations, stale retries, tombstones, repeated outcomes) is published once, in Kafka
 transactions as the services write it. Then, in the same run:
 
@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aiokafka import TopicPartition
 from sqlalchemy import text
 
+from devkit.insights_samples import FollowupWorkload, end_offsets, publish, stream
 from services.common.db import create_engine, upgrade
 from services.common.followup import build_report
 from services.common.kafka import create_topics, make_consumer
 from services.common.settings import DatabaseSettings, InsightsSettings, KafkaSettings, Settings
 from services.common.topics import Topics
 from services.insights.app import InsightsService
-from services.insights.samples import FollowupWorkload, end_offsets, publish, stream
 
 FLOOR_PG = 20_000  # records/s on PostgreSQL (issue 18)
 CEILING_REPORT_MS = 200.0
@@ -199,13 +199,13 @@ def cli() -> None:
     args = parser.parse_args()
     stoppers = []
     if args.bootstrap is None:
-        from services.common.local_kafka import LocalKafka
+        from devkit.local_kafka import LocalKafka
 
         broker = LocalKafka()
         args.bootstrap = broker.start()
         stoppers.append(broker.stop)
     if args.postgres_url is None and args.only != "sqlite":
-        from services.common.local_postgres import LocalPostgres
+        from devkit.local_postgres import LocalPostgres
 
         server = LocalPostgres()
         server.start()

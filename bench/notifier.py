@@ -41,6 +41,7 @@ from email.message import EmailMessage
 from prometheus_client import REGISTRY
 
 from bench.smtp_pool import run_raw
+from devkit.sinks.smtp_sink import SmtpSink
 from schemas.models import (
     Appointment,
     PatientPreferences,
@@ -70,7 +71,6 @@ from services.notifier.samples import (
     sample_due,
     sample_preferences,
 )
-from services.sinks.smtp_sink import SmtpSink
 
 
 def _sink_process(conn: Connection) -> None:
@@ -237,7 +237,7 @@ def main() -> int:
     broker = None
     bootstrap = args.bootstrap
     if bootstrap is None:
-        from services.common.local_kafka import LocalKafka
+        from devkit.local_kafka import LocalKafka
 
         broker = LocalKafka()
         bootstrap = broker.start()

@@ -484,7 +484,7 @@ async def bench_kafka(args: argparse.Namespace) -> None:
     broker: Any = None
     bootstrap = args.bootstrap
     if bootstrap is None:
-        from services.common.local_kafka import LocalKafka
+        from devkit.local_kafka import LocalKafka
 
         broker = LocalKafka()
         bootstrap = broker.start()

@@ -39,10 +39,10 @@ if __package__ in (None, ""):  # run as a script: make `services` importable
 
 import aiosmtplib
 
+from devkit.sinks.smtp_sink import SmtpSink
 from services.common.settings import SmtpSettings
 from services.notifier.dkim import DkimSigner, DkimSigningTransport, load_dkim_key
 from services.notifier.email import SmtpOptions, SmtpPool, compose_email
-from services.sinks.smtp_sink import SmtpSink
 
 HOST = "127.0.0.1"
 EHLO_NAME = "bench.localhost"

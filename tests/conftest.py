@@ -40,7 +40,7 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     errors: list[str] = []
     try:
-        from services.common.local_kafka import LocalKafka
+        from devkit.local_kafka import LocalKafka
 
         broker = LocalKafka()
         bootstrap = broker.start()
@@ -105,7 +105,7 @@ def postgres_server() -> Iterator[object]:
     if external:
         yield external
         return
-    from services.common.local_postgres import LocalPostgres
+    from devkit.local_postgres import LocalPostgres
 
     server = LocalPostgres()
     try:
@@ -120,7 +120,7 @@ def postgres_server() -> Iterator[object]:
 
 
 def _fresh_postgres_database(server: object) -> str:
-    from services.common.local_postgres import LocalPostgres
+    from devkit.local_postgres import LocalPostgres
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     if isinstance(server, LocalPostgres):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,17 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from services.common.local_kafka import KafkaUnavailableError
-    from services.demo.run import DemoOptions, main
+    try:
+        from devkit.demo.run import DemoOptions, main
+        from devkit.local_kafka import KafkaUnavailableError
+    except ModuleNotFoundError as exc:
+        # A production install has no devkit extra (aiosmtpd, the demo's mail sink).
+        print(
+            f"reminders demo needs the devkit extra ({exc.name} is missing): "
+            "pip install 'e-afspraken-reminders[devkit]', or run ./dev demo",
+            file=sys.stderr,
+        )
+        return 2
 
     options = DemoOptions(
         practices=args.practices,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import trustme
 
+from devkit.sinks.smtp_sink import SmtpSink
 from services.notifier.email import SmtpOptions, SmtpPool, compose_email
 from services.notifier.errors import PermanentSendError, TransientSendError
-from services.sinks.smtp_sink import SmtpSink
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from devkit.sinks.push_sink import PushSink
 from services.notifier.errors import (
     PermanentSendError,
     SubscriptionGone,
@@ -28,7 +29,6 @@ from services.notifier.push import (
     generate_vapid_keys,
     push_topic,
 )
-from services.sinks.push_sink import PushSink
 
 SUBJECT = "mailto:ops@reminders.example.org"
 PAYLOAD = json.dumps(

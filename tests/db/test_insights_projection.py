@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devkit.insights_samples import FollowupWorkload, Record, generate
 from schemas.models import Appointment, Outcome
 from services.common.followup import (
     ZONE,
@@ -30,7 +31,6 @@ from services.insights.projection import (
     dedupe_outcomes,
     outcome_row,
 )
-from services.insights.samples import FollowupWorkload, Record, generate
 from services.insights.store import load_positions, write_batch
 from tests.support.insights_oracle import Figures, last_weeks, oracle
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from devkit.insights_samples import generate
 from services.common.db import create_engine
 from services.insights.projection import (
     appointment_row,
@@ -19,7 +20,6 @@ from services.insights.projection import (
     dedupe_outcomes,
     outcome_row,
 )
-from services.insights.samples import generate
 from services.insights.store import write_batch
 from tests.support.insights_oracle import last_weeks, oracle
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from devkit.demo.pipeline import MESSAGE_ID_DOMAIN, Pipeline
+from devkit.demo.workload import generate
 from schemas import PracticeConfig
 from services.common.settings import KafkaSettings
-from services.demo.pipeline import MESSAGE_ID_DOMAIN, Pipeline
-from services.demo.workload import generate
 from services.notifier.email import message_id_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

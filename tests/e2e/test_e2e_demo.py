@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from devkit.demo.pipeline import MESSAGE_ID_DOMAIN
+from devkit.demo.workload import generate
 from schemas import PushSubscriptionRecord
-from services.demo.pipeline import MESSAGE_ID_DOMAIN
-from services.demo.workload import generate
 from tests.support.logscan import scan_logs
 
 _FAKE_SUB = PushSubscriptionRecord.model_validate(

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from services.common.local_kafka import LocalKafka
-from tests.support.faults import SCENARIOS, run_scenario
+from devkit.faults import SCENARIOS, run_scenario
+from devkit.local_kafka import LocalKafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -20,6 +20,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devkit import insights_samples as samples
+from devkit.demo.pipeline import ServiceProcess, free_port
+from devkit.insights_samples import OutcomeTruth, Record, _outcome, generate, publish
 from services.common.db import create_engine
 from services.common.followup import (
     FollowupOutcome,
@@ -29,10 +32,7 @@ from services.common.followup import (
 )
 from services.common.settings import InsightsSettings, KafkaSettings, Settings
 from services.common.topics import Topics
-from services.demo.pipeline import ServiceProcess, free_port
-from services.insights import samples
 from services.insights.app import InsightsService
-from services.insights.samples import OutcomeTruth, Record, _outcome, generate, publish
 from tests.support.insights_oracle import Figures, last_weeks, oracle
 
 pytestmark = [pytest.mark.kafka, pytest.mark.db, pytest.mark.slow]

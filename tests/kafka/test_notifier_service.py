@@ -31,6 +31,8 @@ import trustme
 from aiokafka import AIOKafkaProducer, TopicPartition
 from babel.dates import format_date
 
+from devkit.sinks.push_sink import PushSink
+from devkit.sinks.smtp_sink import SmtpSink
 from schemas.models import (
     Appointment,
     Outcome,
@@ -61,8 +63,6 @@ from services.notifier.samples import (
     sample_due,
     sample_preferences,
 )
-from services.sinks.push_sink import PushSink
-from services.sinks.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.kafka
 

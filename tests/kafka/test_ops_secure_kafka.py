@@ -26,13 +26,13 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 from pydantic import SecretStr
 
+from devkit.demo.pipeline import Pipeline, ServiceProcess, free_port
+from devkit.demo.workload import generate
+from devkit.local_kafka import LocalKafka
 from services.common.kafka import explain_unreachable, make_consumer, make_producer
 from services.common.kafka_acl import ROLES
-from services.common.local_kafka import LocalKafka
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
-from services.demo.pipeline import Pipeline, ServiceProcess, free_port
-from services.demo.workload import generate
 from tests.support.ci import unavailable
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from devkit.sinks.smtp_sink import SmtpSink
 from services.common.kafka import create_topics
 from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
-from services.sinks.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.kafka
 

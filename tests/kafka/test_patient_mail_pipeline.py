@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from icalendar import Calendar
 
+from devkit.sinks.smtp_sink import ReceivedMessage, SmtpSink
 from schemas.models import Appointment, Outcome, PatientPreferences, appointment_key
 from services.common.codec import encode
 from services.common.kafka import make_consumer, make_producer
@@ -57,7 +58,6 @@ from services.notifier.samples import (
     sample_preferences,
 )
 from services.practice_admin.unsubscribe import install, open_kafka_patient_links
-from services.sinks.smtp_sink import ReceivedMessage, SmtpSink
 
 pytestmark = pytest.mark.kafka
 

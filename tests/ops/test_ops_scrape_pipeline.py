@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from devkit.demo.pipeline import Pipeline, free_port
+from devkit.demo.workload import generate
 from services.common.settings import KafkaSettings
-from services.demo.pipeline import Pipeline, free_port
-from services.demo.workload import generate
 from tests.ops.test_ops_scrape import _get
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

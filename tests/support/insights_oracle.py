@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.insights.samples import FollowupWorkload
+from devkit.insights_samples import FollowupWorkload
 
 AMS = ZoneInfo("Europe/Amsterdam")
 

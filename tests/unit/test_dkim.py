@@ -15,6 +15,7 @@ from aiosmtplib.email import flatten_message
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from devkit.sinks.smtp_sink import SmtpSink
 from services.common.patient_links import PatientLinkSigner
 from services.common.settings import Settings, SmtpSettings
 from services.notifier.delivery import EmailTransport
@@ -30,7 +31,6 @@ from services.notifier.dkim import (
 from services.notifier.email import SmtpOptions, SmtpPool
 from services.notifier.patient_mail import PatientMail
 from services.notifier.samples import sample_config
-from services.sinks.smtp_sink import SmtpSink
 from tests.support.mail import CapturingMail, send_reminder
 
 D = "delinde.example.org"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.demo.workload import generate
+from devkit.demo.workload import generate
 
 
 def test_final_statuses_follow_the_appointments_and_reminded_patients_stay_away_less() -> None:

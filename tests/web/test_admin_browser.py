@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 import pytest
 
+from devkit.demo.pipeline import Pipeline
 from schemas.models import AppointmentEvent, Outcome, PatientPreferences, PracticeConfig
 from services.common.patient_links import PatientLinkSigner
 from services.common.settings import KafkaSettings
-from services.demo.pipeline import Pipeline
 from tests.web.conftest import SCREENSHOTS
 
 pytestmark = [pytest.mark.web, pytest.mark.kafka, pytest.mark.slow]

@@ -23,17 +23,17 @@ from typing import Any
 
 import pytest
 
+from devkit.demo.pipeline import Pipeline
+from devkit.insights_samples import generate
 from schemas.models import PracticeConfig
 from services.common.db import create_engine
 from services.common.settings import KafkaSettings
-from services.demo.pipeline import Pipeline
 from services.insights.projection import (
     appointment_row,
     dedupe_appointments,
     dedupe_outcomes,
     outcome_row,
 )
-from services.insights.samples import generate
 from services.insights.store import write_batch
 from tests.web.conftest import SCREENSHOTS
 

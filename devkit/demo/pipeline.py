@@ -26,6 +26,8 @@ import aiohttp
 from aiokafka import TopicPartition
 from pydantic import BaseModel
 
+from devkit.sinks.push_sink import PushSink
+from devkit.sinks.smtp_sink import SmtpSink
 from schemas import (
     AppointmentEvent,
     Outcome,
@@ -39,8 +41,6 @@ from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
 from services.common.topics import Topics
 from services.notifier.push import generate_vapid_keys
-from services.sinks.push_sink import PushSink
-from services.sinks.smtp_sink import SmtpSink
 
 __all__ = ["SERVICE_NAMES", "Pipeline", "ServiceProcess", "free_port"]
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from devkit.demo.followup import show_follow_up
+from devkit.demo.pipeline import MESSAGE_ID_DOMAIN, SERVICE_NAMES, Pipeline, outcome_summary
+from devkit.demo.workload import Workload, generate
+from devkit.local_kafka import LocalKafka
 from schemas.models import PracticeConfig
 from services.common.db import create_engine, session_factory, upgrade
-from services.common.local_kafka import LocalKafka
 from services.common.settings import Settings
-from services.demo.followup import show_follow_up
-from services.demo.pipeline import MESSAGE_ID_DOMAIN, SERVICE_NAMES, Pipeline, outcome_summary
-from services.demo.workload import Workload, generate
 from services.notifier.email import message_id_for
 from services.notifier.push import push_topic
 from services.practice_admin.accounts import add_user

@@ -22,11 +22,12 @@ import atexit
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+
+from devkit.scripts import repo_root, run_script
 
 __all__ = ["KafkaUnavailableError", "LocalKafka", "LocalKafkaError", "repo_root", "script_path"]
 
@@ -42,35 +43,15 @@ class KafkaUnavailableError(LocalKafkaError):
     """Java 17+ (or Maven, to fetch the jars) is missing: the message says what to install."""
 
 
-def repo_root() -> Path:
-    """The repository root (this file is services/common/local_kafka.py)."""
-    return Path(__file__).resolve().parents[2]
-
-
 def script_path() -> Path:
     return repo_root() / "deploy" / "kafka" / "kafka-local"
 
 
 def _run(args: list[str], timeout: float) -> str:
     """Runs the kafka-local script and returns its stdout, stripped."""
-    try:
-        proc = subprocess.run(
-            ["bash", str(script_path()), *args],
-            cwd=repo_root(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        command = " ".join(args)
-        raise LocalKafkaError(f"kafka-local {command} timed out after {timeout:.0f} s") from exc
-    if proc.returncode != 0:
-        detail = proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}"
-        error = KafkaUnavailableError if proc.returncode == 2 else LocalKafkaError
-        raise error(f"kafka-local {args[0]} failed: {detail}")
-    return proc.stdout.strip()
+    return run_script(
+        script_path(), args, timeout, failed=LocalKafkaError, missing=KafkaUnavailableError
+    )
 
 
 class LocalKafka:

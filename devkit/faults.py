@@ -14,18 +14,19 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from schemas import PracticeConfig, ReminderDue
-from services.common.local_kafka import LocalKafka
+from devkit.demo.pipeline import MESSAGE_ID_DOMAIN, SERVICE_NAMES, Pipeline
+from devkit.demo.workload import Workload, generate
+from devkit.local_kafka import LocalKafka
+from schemas import PracticeConfig, PushSubscriptionRecord, ReminderDue
 from services.common.settings import KafkaSettings
-from services.demo.pipeline import MESSAGE_ID_DOMAIN, SERVICE_NAMES, Pipeline
-from services.demo.workload import Workload, generate
 from services.notifier.email import message_id_for
-from services.notifier.push import push_topic
+from services.notifier.push import PushSubscription, push_topic
 
 __all__ = ["SCENARIOS", "ScenarioReport", "run_scenario"]
 
@@ -97,7 +98,7 @@ class Context:
     odd_processed: set[str] = field(default_factory=set)
 
 
-Action = Callable[[Context], Awaitable[None]]
+Action = Callable[[Context], Coroutine[Any, Any, None]]
 
 
 async def _sleep_or_done(ctx: Context, seconds: float) -> bool:
@@ -219,12 +220,10 @@ SCENARIOS: dict[str, Action | None] = {
 }
 
 
-def _as_sub(record: object) -> object:
-    from services.notifier.push import PushSubscription
-
-    endpoint = record.endpoint  # type: ignore[attr-defined]
-    keys = record.keys  # type: ignore[attr-defined]
-    return PushSubscription(endpoint=endpoint, p256dh=keys.p256dh, auth=keys.auth)
+def _as_sub(record: PushSubscriptionRecord) -> PushSubscription:
+    return PushSubscription(
+        endpoint=record.endpoint, p256dh=record.keys.p256dh, auth=record.keys.auth
+    )
 
 
 def _patient_of(ctx: Context, rid: str) -> tuple[str, str] | None:
@@ -287,7 +286,9 @@ async def run_scenario(
         await pipeline.wait_ready()
         await pipeline.publish_events(workload.events)
         action = SCENARIOS[name]
-        task = asyncio.create_task(action(ctx)) if action is not None else None
+        task: asyncio.Task[None] | None = (
+            asyncio.create_task(action(ctx)) if action is not None else None
+        )
         wanted = set(workload.expected.deliveries) | {
             rid for rid, why in workload.expected.suppressed.items() if why != "cancelled"
         }
@@ -356,7 +357,10 @@ async def _evaluate(ctx: Context, wanted: set[str]) -> None:
             want[message_id_for(rid, MESSAGE_ID_DOMAIN)] = rid
         if "push" in chans:
             want[push_topic(*rid.split("/")[:2]) or ""] = rid
-    received = Counter({**mail_ids, **push_topics})
+    # Mail ids and push topics never collide (a Message-ID has an @), so merging is a union.
+    received: dict[str | None, int] = {}
+    received.update(mail_ids)
+    received.update(push_topics)
     report.expected = sum(1 for rid in want.values() if rid not in ctx.optional)
     report.delivered = sum(1 for k in received if k in want)
     missing = {
@@ -391,7 +395,7 @@ async def _evaluate(ctx: Context, wanted: set[str]) -> None:
     delivered_rids = {want[k] for k in received if k in want}
     if missing_failures - delivered_rids:
         report.notes.append(f"{len(missing_failures)} refused deliveries without failed outcome")
-    dues = Counter()
+    dues: Counter[str] = Counter()
     for _, value in await pipeline.read_topic(pipeline.topics.reminders_due):
         if value is not None:
             with contextlib.suppress(ValueError):

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from services.common.local_kafka import repo_root
+from devkit.scripts import repo_root, run_script
 
 __all__ = ["LocalPostgres", "LocalPostgresError", "PostgresUnavailableError", "script_path"]
 
@@ -36,22 +36,10 @@ def script_path() -> Path:
 
 
 def _run(args: list[str], timeout: float = 120.0) -> str:
-    try:
-        proc = subprocess.run(
-            ["bash", str(script_path()), *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise LocalPostgresError(f"pg-local {args[0]} timed out after {timeout:.0f} s") from exc
-    if proc.returncode != 0:
-        detail = proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}"
-        error = PostgresUnavailableError if proc.returncode == 2 else LocalPostgresError
-        raise error(detail)
-    return proc.stdout.strip()
+    """Runs the pg-local script and returns its stdout, stripped."""
+    return run_script(
+        script_path(), args, timeout, failed=LocalPostgresError, missing=PostgresUnavailableError
+    )
 
 
 class LocalPostgres:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from sqlalchemy import and_, func, or_, select
 
+from devkit.demo.pipeline import Pipeline, ServiceProcess, free_port
+from devkit.demo.workload import Workload
 from services.common.db import create_engine, upgrade
 from services.common.followup import FollowupAppointment, build_report, report_text
-from services.demo.pipeline import Pipeline, ServiceProcess, free_port
-from services.demo.workload import Workload
 
 __all__ = ["show_follow_up"]
 
