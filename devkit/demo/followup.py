@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import and_, func, or_, select
 
-from devkit.demo.pipeline import Pipeline, ServiceProcess, free_port
+from devkit.demo.pipeline import Pipeline
 from devkit.demo.workload import Workload
 from services.common.db import create_engine, upgrade
 from services.common.followup import FollowupAppointment, build_report, report_text
@@ -40,11 +40,9 @@ async def show_follow_up(
     try:
         await upgrade(engine)
         await pipeline.publish_events(workload.final_events)
-        port = free_port()
-        env = pipeline.service_env("insights", port) | {"REMINDERS_DATABASE__URL": url}
-        service = ServiceProcess("insights", env, out_dir / "logs" / "insights.log", port)
-        pipeline.services["insights"] = service
-        service.start()
+        # Already running beside practice-admin (its verzendlog reads the projection);
+        # started here when the demo runs without the beheeromgeving.
+        service = pipeline.start_insights(url)
         finals = workload.final_events
         t = FollowupAppointment
         done = or_(
@@ -92,6 +90,7 @@ async def show_follow_up(
         )
     if admin_url:
         say(f"  follow-up    {admin_url}/praktijk/{practice}/follow-up (after signing in)")
+        say(f"  verzendlog   {admin_url}/praktijk/{practice}/verzendlog")
     say(f"  insights     {service.metrics_url}")
     if projected < len(finals):
         return [f"insights projected {projected} of {len(finals)} final statuses"]

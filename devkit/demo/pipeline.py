@@ -219,6 +219,24 @@ class Pipeline:
         service.start()
         return f"http://127.0.0.1:{service.metrics_port}"
 
+    def start_insights(self, database_url: str) -> ServiceProcess:
+        """insights as ``reminders run insights`` on ``database_url`` (migrated): the
+        projection that practice-admin's verzendlog and follow-up pages read."""
+        name = "insights"
+        service = self.services.get(name)
+        if service is None:
+            port = free_port()
+            env = self.service_env(name, port) | {"REMINDERS_DATABASE__URL": database_url}
+            service = ServiceProcess(
+                name=name,
+                env=env,
+                log_path=self.out_dir / "logs" / f"{name}.log",
+                metrics_port=port,
+            )
+            self.services[name] = service
+        service.start()
+        return service
+
     async def wait_ready(self, names: Iterable[str] = SERVICE_NAMES, timeout: float = 90) -> None:
         names = list(names)
         deadline = time.monotonic() + timeout

@@ -312,7 +312,7 @@ _CODE = re.compile(r"\b(\d{6})\b")
 
 
 async def _start_practice_admin(pipeline: Pipeline, out_dir: Path, practice: PracticeConfig) -> str:
-    """A migrated SQLite database with one demo beheerder, and practice-admin on it."""
+    """A migrated SQLite database with one demo beheerder, practice-admin and insights on it."""
     url = f"sqlite+aiosqlite:///{out_dir / 'admin.sqlite3'}"
     engine = create_engine(url)
     try:
@@ -323,6 +323,9 @@ async def _start_practice_admin(pipeline: Pipeline, out_dir: Path, practice: Pra
             )
     finally:
         await engine.dispose()
+    # insights projects the outcomes into this database as they come: the verzendlog and
+    # the follow-up page read them there.
+    pipeline.start_insights(url)
     return pipeline.start_practice_admin(url, demo=True)
 
 

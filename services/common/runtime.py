@@ -1,10 +1,12 @@
 """How a service becomes a FastStream app with /metrics, /healthz and /readyz.
 
 A service is an object with ``start``, ``stop`` and ``readiness`` and a FastStream
-``KafkaBroker``. All three services consume with aiokafka directly, because their writes
-and offset commits go in one Kafka transaction and FastStream does not wrap transactions;
-the broker documents the topics (AsyncAPI) and carries FastStream's Prometheus
-middleware. ``make_app`` wires the service to the health server, so that
+``KafkaBroker``. All three services consume with aiokafka directly, on the
+partition-ownership runtime (services/common/partitions.py), because their writes and
+offset commits go in one Kafka transaction and FastStream does not wrap transactions;
+the broker carries the app's lifecycle and documents the topics (AsyncAPI). Nothing
+passes through it, so it has no Prometheus middleware: its transport metrics would
+always be zero. ``make_app`` wires the service to the health server, so that
 ``reminders run NAME`` and ``faststream run services.NAME.app:app`` behave the same.
 """
 
@@ -13,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from prometheus_client import REGISTRY
 
 from services.common.health import HealthServer
 from services.common.kafka import (
@@ -31,7 +32,15 @@ from services.common.kafka import (
 from services.common.metrics import LagMonitor, track_readiness
 from services.common.settings import Settings
 
-__all__ = ["EXIT_REFUSED", "Service", "ServiceApp", "StartRefused", "make_app", "make_broker"]
+__all__ = [
+    "EXIT_REFUSED",
+    "Service",
+    "ServiceApp",
+    "StartRefused",
+    "make_app",
+    "make_broker",
+    "module_app",
+]
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +106,9 @@ class _Startup:
 
 
 def make_broker(settings: Settings, app_name: str) -> KafkaBroker:
-    """A FastStream broker with the Prometheus middleware on the shared registry."""
+    """The FastStream broker of a service: lifecycle and AsyncAPI only."""
     return KafkaBroker(
         **settings.kafka.faststream_params(),
-        middlewares=(KafkaPrometheusMiddleware(registry=REGISTRY, app_name=app_name),),
         logger=logging.getLogger(f"faststream.{app_name}"),
     )
 
@@ -179,3 +187,15 @@ def make_app(service: Service, settings: Settings) -> ServiceApp:
     }
     app = ServiceApp(service.broker, **kwargs)
     return app
+
+
+def module_app(create_app: Callable[[Settings], FastStream]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that makes ``faststream run services.NAME.app:app`` work
+    (settings from the environment) without building an app, and a broker, at import."""
+
+    def __getattr__(name: str) -> Any:
+        if name == "app":
+            return create_app(Settings())
+        raise AttributeError(name)
+
+    return __getattr__

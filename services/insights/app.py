@@ -6,7 +6,10 @@ in the database, committed in the same transaction as the rows they cover: on ev
 assignment each partition is sought to its stored position (the beginning when there is
 none), and Kafka offsets are never committed. A kill -9 at any moment therefore replays
 at most the batch in flight, and the writes are idempotent (store.py), so nothing is
-lost or counted twice. Partitions spread over instances like in the other services.
+lost or counted twice. Partitions spread over instances like in the other services:
+membership, the rebalance listener and the fetch loop are the partition-ownership
+runtime's (services/common/partitions.py ``GroupMember``); insights uses no Kafka
+transactions, so it has no ``TransactionalPartition``.
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,7 +30,8 @@ from services.common.codec import DecodeError
 from services.common.db import create_engine, require_current_schema
 from services.common.kafka import check_partitions, make_consumer
 from services.common.metrics import CONSUMER_LAG, LAG_UPDATED
-from services.common.runtime import make_app, make_broker
+from services.common.partitions import Batches, GroupMember
+from services.common.runtime import make_app, make_broker, module_app
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.insights.metrics import BAD_RECORDS, BATCH_SECONDS, CAUGHT_UP, ROWS_WRITTEN
@@ -40,28 +44,21 @@ from services.insights.projection import (
 )
 from services.insights.store import load_positions, write_batch
 
-__all__ = ["InsightsService", "create_app"]
+__all__ = ["NAME", "InsightsService", "create_app"]
 
 log = logging.getLogger(__name__)
+
+# The service's name: its default group id and its labels.
+NAME: Final = "insights"
 
 Key = tuple[str, int]
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: InsightsService) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._service._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._service._on_assigned(assigned)
-
-
 class InsightsService:
-    """Projects the two topics into the database, positions in the same transaction."""
+    """Projects the two topics into the database, positions in the same transaction; the
+    :class:`~services.common.partitions.PartitionHandler` of its group member."""
 
-    name = "insights"
+    name = NAME
 
     def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
         self.settings = settings
@@ -71,10 +68,8 @@ class InsightsService:
         self._engine = engine
         self._own_engine = engine is None
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-        # The batch in hand and a rebalance never overlap.
-        self._lock = asyncio.Lock()
-        self._generation = 0
+        # The batch in hand and a rebalance never overlap (the member's lock).
+        self._member: GroupMember | None = None
         self._assigned: set[TopicPartition] = set()
         self._positions: dict[Key, int] = {}
         self._targets: dict[Key, int] = {}
@@ -100,30 +95,27 @@ class InsightsService:
             group_id=self.group_id,
             session_timeout_ms=self.settings.insights.session_timeout_ms,
             heartbeat_interval_ms=self.settings.insights.heartbeat_interval_ms,
+            max_poll_records=self.settings.insights.batch_size,
         )
-        await self._consumer.start()
-        self._consumer.subscribe([topics.appointments, topics.outcomes], listener=_Rebalance(self))
-        self._task = asyncio.create_task(self._run(), name="insights-project")
+        self._member = GroupMember(
+            self._consumer, [topics.appointments, topics.outcomes], self, name=NAME
+        )
+        await self._member.start()
         self._started = True
         log.info("insights started", extra={"group_id": self.group_id})
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        if self._member is not None:
+            await self._member.stop()
+            self._member = self._consumer = None
         if self._engine is not None and self._own_engine:
             await self._engine.dispose()
             self._engine = None
         self._started = False
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        running = self._task is not None and not self._task.done()
+        running = self._member is not None and self._member.running
         lag = self.lag()
         ready = self._started and not self._stopping and running and self._caught_up
         return ready, {
@@ -154,35 +146,42 @@ class InsightsService:
             )
         return lags
 
-    # ------------------------------------------------------------------ group membership
-    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:  # the batch in hand commits first
-            self._generation += 1
-            self._assigned -= revoked
-            for tp in revoked:
-                self._positions.pop((tp.topic, tp.partition), None)
-                self._targets.pop((tp.topic, tp.partition), None)
+    # ------------------------------------------------------------------ the handler
+    def fetch_timeout_ms(self) -> int:
+        return 500
 
-    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def revoked(self, partitions: set[int]) -> None:
+        # Called with the member's lock held: the batch in hand has committed first.
+        revoked = {tp for tp in self._assigned if tp.partition in partitions}
+        self._assigned -= revoked
+        for tp in revoked:
+            self._positions.pop((tp.topic, tp.partition), None)
+            self._targets.pop((tp.topic, tp.partition), None)
+
+    async def assigned(self, partitions: set[int]) -> None:
         consumer, engine = self._consumer, self._engine
         assert consumer is not None and engine is not None
-        async with self._lock:
-            self._generation += 1
-            async with engine.connect() as connection:
-                stored = await load_positions(connection, {tp.topic for tp in assigned})
-            for tp in assigned:
-                key = (tp.topic, tp.partition)
-                if key in stored:
-                    consumer.seek(tp, stored[key])
-                    self._positions[key] = stored[key]
-                else:
-                    await consumer.seek_to_beginning(tp)
-                    self._positions[key] = 0
-            ends = await consumer.end_offsets(list(assigned)) if assigned else {}
-            self._targets = {(tp.topic, tp.partition): off for tp, off in ends.items()}
-            self._assigned = set(assigned)
-            self._joined = True
-            self._check_caught_up()
+        assigned = {tp for tp in consumer.assignment() if tp.partition in partitions}
+        async with engine.connect() as connection:
+            stored = await load_positions(connection, {tp.topic for tp in assigned})
+        for tp in assigned:
+            key = (tp.topic, tp.partition)
+            if key in stored:
+                consumer.seek(tp, stored[key])
+                self._positions[key] = stored[key]
+            else:
+                await consumer.seek_to_beginning(tp)
+                self._positions[key] = 0
+        ends = await consumer.end_offsets(list(assigned)) if assigned else {}
+        self._targets = {(tp.topic, tp.partition): off for tp, off in ends.items()}
+        self._assigned = set(assigned)
+        self._joined = True
+        # Ready means caught up with what this instance owns now: partitions handed
+        # over by a rebalance may have records after their stored position, so
+        # readiness is decided again against the ends at this assignment.
+        self._caught_up = False
+        CAUGHT_UP.set(0)
+        self._check_caught_up()
         log.info(
             "partitions assigned",
             extra={"partitions": sorted(f"{tp.topic}:{tp.partition}" for tp in assigned)},
@@ -198,32 +197,20 @@ class InsightsService:
             log.info("insights caught up", extra={"records": self.records_projected})
 
     # ------------------------------------------------------------------ projecting
-    async def _run(self) -> None:
+    async def handle(self, batches: Batches) -> None:
         consumer = self._consumer
         assert consumer is not None
-        batch_size = self.settings.insights.batch_size
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=500, max_records=batch_size)
-            except KafkaError as exc:
-                log.warning("fetching failed", extra={"error": type(exc).__name__})
-                await asyncio.sleep(1.0)
-                continue
-            generation = self._generation
-            async with self._lock:
-                if generation != self._generation:
-                    continue  # a rebalance came between: those partitions were sought anew
-                try:
-                    await self._project(consumer, batches)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    # Nothing was committed: go back to the stored positions and retry.
-                    log.exception("projecting a batch failed; retrying from stored positions")
-                    for tp in self._assigned:
-                        consumer.seek(tp, self._positions.get((tp.topic, tp.partition), 0))
-                    await asyncio.sleep(1.0)
-            self._measure_lag()
+        try:
+            await self._project(consumer, batches)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Nothing was committed: go back to the stored positions and retry.
+            log.exception("projecting a batch failed; retrying from stored positions")
+            for tp in self._assigned:
+                consumer.seek(tp, self._positions.get((tp.topic, tp.partition), 0))
+            await asyncio.sleep(1.0)
+        self._measure_lag()
 
     async def _project(
         self,
@@ -297,5 +284,10 @@ class InsightsService:
         LAG_UPDATED.labels(self.group_id).set_to_current_time()
 
 
-def create_app(settings: Settings) -> FastStream:
-    return make_app(InsightsService(settings), settings)
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> FastStream:
+    """The FastStream app of ``reminders run insights``."""
+    return make_app(InsightsService(settings, engine=engine), settings)
+
+
+# ``faststream run services.insights.app:app``
+__getattr__ = module_app(create_app)

@@ -10,7 +10,7 @@ state stays.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -70,7 +70,10 @@ _lead = lru_cache(maxsize=65_536)(lead_days)
 
 
 def _aware(moment: datetime, name: str) -> datetime:
-    if moment.tzinfo is None:
+    zone = moment.tzinfo
+    if zone is UTC:  # what the services write ("...Z"): nothing to convert
+        return moment
+    if zone is None:
         raise DecodeError("invalid", f"{name}: time without offset")
     return as_utc(moment)
 

@@ -5,17 +5,20 @@ only by an equal or higher ``sequence``, an outcome is kept as first written, an
 position only moves forward. So replaying any batch, after a kill -9 or by a slow former
 owner of a partition, changes nothing.
 
-Rows go to the driver directly, on the transaction's own connection: on PostgreSQL one
-``INSERT ... SELECT FROM unnest($1::text[], ...)`` per table and batch (asyncpg encodes
-the arrays in C), on SQLite one ``executemany``. That is what makes a catch-up over a
-million outcomes take seconds, not minutes. Positions go through SQLAlchemy first, which
-also opens the transaction the raw statements then join.
+Rows go to the driver directly, on the transaction's own connection. On PostgreSQL each
+table's rows are copied (binary ``COPY``) into a temporary table of the same columns that
+every commit empties, and one ``INSERT ... SELECT ... ON CONFLICT`` per table moves them
+over: asyncpg's COPY encodes tuples column by column, where array parameters (unnest)
+cost an abstract-base-class check per element, about three times the client CPU. On
+SQLite one ``executemany`` per table. Positions go through SQLAlchemy first, which also
+opens the transaction the raw statements then join; everything is one transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import select
@@ -81,11 +84,23 @@ def _appointment_conflict() -> str:
     )
 
 
+def _stage(table: str) -> str:
+    return f"insights_stage_{table.removeprefix('insights_')}"
+
+
 def _pg_insert(table: str, columns: Sequence[tuple[str, str]], conflict: str) -> str:
-    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, 1))
-    # Table and column names are this module's constants; values are bound parameters.
+    # Table and column names are this module's constants; the values come by COPY.
     names = _names(columns)
-    return f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) {conflict}"  # noqa: S608
+    return f"INSERT INTO {table} ({names}) SELECT {names} FROM {_stage(table)} {conflict}"  # noqa: S608
+
+
+def _pg_stage(table: str) -> str:
+    """A temporary table of the same columns, emptied at every commit: the batch is
+    copied in (binary COPY, one message stream) and upserted from there in one statement.
+    Created inside each transaction (IF NOT EXISTS), so it is there on any connection."""
+    return (
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {_stage(table)} (LIKE {table}) ON COMMIT DELETE ROWS"
+    )
 
 
 def _sqlite_insert(table: str, columns: Sequence[tuple[str, str]], conflict: str) -> str:
@@ -103,6 +118,14 @@ _PG_REMINDED = _pg_insert(
     'ON CONFLICT ("practice_id", "appointment_id") DO UPDATE SET '
     '"first_sent_at" = LEAST(insights_reminded.first_sent_at, excluded.first_sent_at)',
 )
+_PG_STAGES = "; ".join(
+    _pg_stage(t) for t in ("insights_appointments", "insights_outcomes", "insights_reminded")
+)
+_PG_TABLES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("insights_appointments", _PG_APPOINTMENTS, APPOINTMENT_COLUMNS),
+    ("insights_outcomes", _PG_OUTCOMES, OUTCOME_COLUMNS),
+    ("insights_reminded", _PG_REMINDED, REMINDED_COLUMNS),
+)
 _SQLITE_REMINDED = _sqlite_insert(
     "insights_reminded",
     REMINDED_COLUMNS,
@@ -117,13 +140,28 @@ _SQLITE_OUTCOMES = _sqlite_insert(
 )
 
 
-def _sqlite_value(value: Any) -> Any:
-    # SQLAlchemy's SQLite DateTime format, so reads through the ORM parse it back.
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, bool):
-        return int(value)
-    return value
+def _sqlite_time(value: datetime) -> str:
+    # SQLAlchemy's SQLite DateTime format ("%Y-%m-%d %H:%M:%S.%f", UTC), so reads through
+    # the ORM parse it back; isoformat is done in C, strftime parses its format each time.
+    if value.tzinfo is not None and value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_rows(columns: Sequence[tuple[str, str]], rows: Sequence[Row]) -> list[list[Any]]:
+    """Parameter rows for ``executemany``: times as text, everything else as it is (the
+    sqlite3 module binds a bool as 0 or 1)."""
+    values = itemgetter(*(name for name, _ in columns))
+    times = [i for i, (_, kind) in enumerate(columns) if kind == "timestamptz"]
+    out = []
+    for row in rows:
+        params = list(values(row))
+        for i in times:
+            moment = params[i]
+            if moment is not None:
+                params[i] = _sqlite_time(moment)
+        out.append(params)
+    return out
 
 
 def _reminded(outcomes: Sequence[Row]) -> list[Row]:
@@ -146,13 +184,18 @@ async def _write_rows(
     driver: Any = raw.driver_connection
     reminded = _reminded(outcomes)
     if connection.dialect.name == "postgresql":
-        for sql, columns, rows in (
-            (_PG_APPOINTMENTS, APPOINTMENT_COLUMNS, appointments),
-            (_PG_OUTCOMES, OUTCOME_COLUMNS, outcomes),
-            (_PG_REMINDED, REMINDED_COLUMNS, reminded),
+        await driver.execute(_PG_STAGES)
+        upserts = []
+        for (table, sql, columns), rows in zip(
+            _PG_TABLES, (appointments, outcomes, reminded), strict=True
         ):
             if rows:
-                await driver.execute(sql, *([r[name] for r in rows] for name, _ in columns))
+                values = itemgetter(*(name for name, _ in columns))
+                await driver.copy_records_to_table(
+                    _stage(table), records=map(values, rows), columns=[n for n, _ in columns]
+                )
+                upserts.append(sql)
+        await driver.execute("; ".join(upserts))
         return
     for sql, columns, rows in (
         (_SQLITE_APPOINTMENTS, APPOINTMENT_COLUMNS, appointments),
@@ -160,9 +203,7 @@ async def _write_rows(
         (_SQLITE_REMINDED, REMINDED_COLUMNS, reminded),
     ):
         if rows:
-            await driver.executemany(
-                sql, [tuple(_sqlite_value(r[name]) for name, _ in columns) for r in rows]
-            )
+            await driver.executemany(sql, _sqlite_rows(columns, rows))
 
 
 def _insert(connection: AsyncConnection, table: Any) -> Any:

@@ -1,12 +1,14 @@
-"""The notifier service: consumer group member on ``reminders.due.v1``, one worker per
-owned partition (engine.py), and the FastStream app around it.
+"""The notifier service: consumer group member on ``reminders.due.v1`` (the handler of
+a :class:`~services.common.partitions.GroupMember`: membership, rebalance listener and
+fetch loop), one worker per owned partition (engine.py), and the FastStream app around it.
 
 Tables: ``practice.config.v1`` is read whole (every practice's config, validated with
 the templates checked, an invalid one keeping the last valid in force);
 ``patient.preferences.v1``, ``appointments.v1`` and ``notifications.outcomes.v1`` (the
 ledger) only for the owned partitions. Kafka transactions are not wrapped by
 FastStream, so the work is done with aiokafka; the FastStream broker only documents the
-topics and lets ``reminders run notifier`` / ``faststream run`` run the service.
+topics and lets ``reminders run notifier`` / ``faststream run
+services.notifier.app:app`` run the service.
 
 Consumer group id and transactional ids carry the topic prefix, so instances on
 different prefixes (tests, acceptance on a shared cluster) never meet.
@@ -18,9 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Final
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream import FastStream
@@ -30,7 +32,8 @@ from schemas.models import Outcome
 from services.common.clock import Clock, SystemClock
 from services.common.health import loops_alive
 from services.common.kafka import admin_client, check_partitions, make_consumer, make_producer
-from services.common.runtime import StartRefused, make_app, make_broker
+from services.common.partitions import Batches, GroupMember
+from services.common.runtime import StartRefused, make_app, make_broker, module_app
 from services.common.settings import PushSettings, Settings, SmtpSettings
 from services.common.topics import Topics
 from services.notifier.delivery import Deliverer, EmailTransport, PushTransport
@@ -42,9 +45,12 @@ from services.notifier.push import KNOWN_PUSH_SERVICES, VapidOptions, WebPushSen
 from services.notifier.retry import RetryPolicy
 from services.notifier.tables import NotifierTables
 
-__all__ = ["NotifierService", "create_app", "smtp_options", "vapid_options"]
+__all__ = ["NAME", "NotifierService", "create_app", "smtp_options", "vapid_options"]
 
 log = logging.getLogger(__name__)
+
+# The service's name: its default group id, its transactional ids and its labels.
+NAME: Final = "notifier"
 
 _WORKER_RESTART_SECONDS = 5.0
 
@@ -89,21 +95,11 @@ def _push_sender(settings: PushSettings) -> WebPushSender | None:
     )
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: NotifierService) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._service._on_revoked({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._service._on_assigned({tp.partition for tp in assigned})
-
-
 class NotifierService:
-    """Reads due reminders, decides, sends, and commits one outcome per reminder."""
+    """Reads due reminders, decides, sends, and commits one outcome per reminder; the
+    :class:`~services.common.partitions.PartitionHandler` of its group member."""
 
-    name = "notifier"
+    name = NAME
 
     def __init__(
         self,
@@ -126,11 +122,11 @@ class NotifierService:
         self._workers: dict[int, PartitionWorker] = {}
         self._assigned: set[int] = set()
         self._consumer: AIOKafkaConsumer | None = None
+        self._member: GroupMember | None = None
         self._probe: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._dlq_producer: AIOKafkaProducer | None = None
         self._tables: NotifierTables | None = None
-        self._dispatcher: asyncio.Task[None] | None = None
         self._started = False
         self._stopping = False
         self.partition_count = 0
@@ -235,7 +231,6 @@ class NotifierService:
             session_timeout_ms=settings.notifier.session_timeout_ms,
             heartbeat_interval_ms=settings.notifier.heartbeat_interval_ms,
         )
-        await self._consumer.start()
         self._ctx = NotifierContext(
             settings=settings,
             topics=topics,
@@ -247,20 +242,20 @@ class NotifierService:
             tables=self._tables,
             deliverer=deliverer,
         )
-        self._consumer.subscribe([topics.reminders_due], listener=_Rebalance(self))
-        self._dispatcher = asyncio.create_task(self._dispatch(), name="notifier-dispatch")
+        self._member = GroupMember(self._consumer, [topics.reminders_due], self, name=NAME)
+        await self._member.start()
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
-            self._dispatcher = None
+        member = self._member
+        if member is not None:
+            member.cancel()
         await self._stop_workers(set(self._workers))
-        if self._consumer is not None:
-            await self._consumer.stop()  # leaves the group
-            self._consumer = None
+        if member is not None:
+            await member.stop()  # leaves the group
+        elif self._consumer is not None:
+            await self._consumer.stop()  # made, never started: closes its client
+        self._member = self._consumer = None
         if self._tables is not None:
             await self._tables.stop()
             self._tables = None
@@ -290,8 +285,8 @@ class NotifierService:
         ready = (
             self._started
             and not self._stopping
-            and self._dispatcher is not None
-            and not self._dispatcher.done()
+            and self._member is not None
+            and self._member.running
             and all(w.ready for w in self._workers.values())
         )
         details: dict[str, object] = {"partitions": states}
@@ -305,10 +300,7 @@ class NotifierService:
 
     def liveness(self) -> tuple[bool, dict[str, object]]:
         """/healthz: fails once the dispatching loop or a table has died."""
-        task = self._dispatcher
-        died = None
-        if task is not None and task.done() and not task.cancelled():
-            died = task.exception()
+        died = self._member.failed if self._member is not None else None
         loops: dict[str, BaseException | None] = {"dispatch": died}
         if self._tables is not None:
             loops.update(self._tables.failures())
@@ -329,18 +321,19 @@ class NotifierService:
         workers = [self._workers.pop(p) for p in sorted(partitions) if p in self._workers]
         await asyncio.gather(*(w.stop(timeout) for w in workers))
 
-    async def _on_revoked(self, partitions: set[int]) -> None:
+    def fetch_timeout_ms(self) -> int:
+        return 200
+
+    async def revoked(self, partitions: set[int]) -> None:
         log.info("partitions revoked", extra={"partitions": sorted(partitions)})
         await self._stop_workers(partitions)
 
-    async def _on_assigned(self, partitions: set[int]) -> None:
+    async def assigned(self, partitions: set[int]) -> None:
         ctx = self._ctx
         assert ctx is not None
         log.info("partitions assigned", extra={"partitions": sorted(partitions)})
         gone = self._assigned - partitions
         self._assigned = set(partitions)
-        # Workers first, before any await: the fetcher may hand out records of the new
-        # assignment while this callback is still running.
         for p in sorted(partitions):
             if p not in self._workers:
                 self._start_worker(p)
@@ -356,28 +349,20 @@ class NotifierService:
         worker.start()
 
     # ------------------------------------------------------------------ fetching
-    async def _dispatch(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=200)
-            except KafkaError as exc:
-                log.warning("fetching due reminders failed", extra={"error": type(exc).__name__})
-                await asyncio.sleep(1.0)
+    async def handle(self, batches: Batches) -> None:
+        member = self._member
+        assert member is not None
+        for tp, records in batches.items():
+            if not records:
                 continue
-            for tp, records in batches.items():
-                if not records:
-                    continue
-                worker = self._workers.get(tp.partition)
-                if worker is None:
-                    # Not ours (any more): never drop records silently, fetch them again.
-                    with contextlib.suppress(KafkaError, AssertionError):
-                        consumer.seek(tp, records[0].offset)
-                    continue
-                worker.enqueue(records)
-                consumer.pause(tp)  # the worker resumes it when its queue is empty
-            await self._restart_failed()
+            worker = self._workers.get(tp.partition)
+            if worker is None:
+                # Not ours (any more): never drop records silently, fetch them again.
+                member.seek({tp: records[0].offset})
+                continue
+            worker.enqueue(records)
+            member.consumer.pause(tp)  # the worker resumes it when its queue is empty
+        await self._restart_failed()
 
     async def _restart_failed(self) -> None:
         """A worker that failed (fenced, or an unexpected error) starts over from the
@@ -399,5 +384,16 @@ class NotifierService:
             self._start_worker(p)
 
 
-def create_app(settings: Settings) -> FastStream:
-    return make_app(NotifierService(settings), settings)
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    smtp: EmailTransport | None = None,
+    push: PushTransport | None = None,
+) -> FastStream:
+    """The FastStream app of ``reminders run notifier``; transports for tests."""
+    return make_app(NotifierService(settings, clock=clock, smtp=smtp, push=push), settings)
+
+
+# ``faststream run services.notifier.app:app``
+__getattr__ = module_app(create_app)

@@ -3,9 +3,10 @@
 A :class:`PartitionWorker` is created when the group assigns partition p to this
 instance, and gone when p is revoked. In order:
 
-1. **Fence.** Its transactional producer (``{prefix}{notifier.group_id}-p{p}``) starts, which runs
-   InitProducerId: any earlier owner's producer is fenced and its open transaction
-   aborted, before anything of p is read.
+1. **Fence.** Its ``TransactionalPartition`` (services/common/partitions.py, id
+   ``{prefix}{notifier.group_id}-p{p}``) opens with an empty transaction: any earlier
+   owner's producer is fenced and its open transaction aborted, before anything of p
+   is read.
 2. **Load.** The committed offset of p and its metadata (the in-flight marker, see
    ledger.py), the ledger (outcomes of p), the preferences and appointments of p.
 3. **Batches** of at most ``batch_size`` due records, each:
@@ -17,7 +18,8 @@ instance, and gone when p is revoked. In order:
      which also proves this instance is still a member of the group's generation);
    - render and send, concurrently across the batch;
    - one transaction: every outcome (key ``{practice}/{appointment}``, partition p,
-     headers naming the due record), the dead letters, and the consumer offset.
+     headers naming the due record), the dead letters, and the consumer offset, with
+     the runtime's one policy for fenced, abort and retry.
 
 **Retries.** Transient send failures are retried per message with exponential backoff
 and jitter while the other messages of the batch proceed; partitions run
@@ -49,15 +51,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import (
-    InvalidProducerEpoch,
-    KafkaError,
-    KafkaTimeoutError,
-    ProducerFenced,
-    TransactionCoordinatorFenced,
-)
+from aiokafka.errors import KafkaError
 
 from schemas.models import (
     Appointment,
@@ -73,12 +69,17 @@ from services.common.codec import DecodeError, decode, encode
 from services.common.containment import is_about_the_record, record_error
 from services.common.kafka import (
     DeadLetter,
-    dead_letter_headers,
     make_producer,
-    note_dead_letter,
     transactional_id,
 )
 from services.common.partition import partition_for
+from services.common.partitions import (
+    FENCED,
+    Output,
+    PartitionBroken,
+    PartitionFenced,
+    TransactionalPartition,
+)
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.domain.render import RenderedReminder, TemplateRejected, render_reminder
@@ -108,7 +109,7 @@ log = logging.getLogger(__name__)
 WorkerState = Literal["loading", "ready", "blocked", "stopped", "failed"]
 # How often (service time) a held partition forgets sent reminders past their memory.
 _PRUNE_EVERY = timedelta(minutes=5)
-_FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+_FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 _POSSIBLE_DUPLICATE_NOTE = "possible duplicate: in flight when an earlier owner stopped"
 
 
@@ -169,12 +170,6 @@ class _BatchResult:
     outcomes: int = 0
 
 
-def _retriable(exc: KafkaError) -> bool:
-    """A transient broker error: the same transaction may succeed on a second try. A
-    delivery timeout counts (aiokafka marks KafkaTimeoutError as not retriable)."""
-    return bool(exc.retriable) or isinstance(exc, KafkaTimeoutError)
-
-
 def _block_if_every_mail_was_refused(items: list[_Item]) -> None:
     """A relay that answers 4xx to every mail of a batch (throttling, a full queue) is
     down in effect: hold those reminders back like an outage instead of failing them.
@@ -211,7 +206,7 @@ class PartitionWorker:
         self._high = -1  # highest offset queued so far
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: TransactionalPartition | None = None
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._outage_since: datetime | None = None
@@ -230,6 +225,8 @@ class PartitionWorker:
         """Finish the batch in hand (up to `timeout`), then stop. True when it ended cleanly."""
         self._stopping.set()
         self._wake.set()
+        if self._producer is not None:
+            self._producer.stopping = True  # a retriable commit error: a few tries only
         clean = True
         task = self._task
         if task is not None and not task.done():
@@ -267,24 +264,22 @@ class PartitionWorker:
         self._wake.set()
 
     # ------------------------------------------------------------------ loading
-    async def _open_producer(self) -> AIOKafkaProducer:
-        producer = make_producer(
-            self.ctx.settings.kafka,
-            transactional_id=self.ctx.transactional_id(self.partition),
+    async def _open_producer(self) -> TransactionalPartition:
+        ctx = self.ctx
+        producer = TransactionalPartition(
+            ctx.settings.kafka,
+            ctx.settings.notifier.group_id,
+            self.partition,
+            make=make_producer,
             linger_ms=0,
         )
-        try:
-            await producer.start()  # InitProducerId: fences the previous owner
-        except BaseException:
-            await producer.stop()
-            raise
+        await producer.open()  # fences the previous owner
         return producer
 
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), timeout=10)
+            await producer.close()
 
     async def _committed(self) -> tuple[int, str]:
         offsets = await self.ctx.admin.list_consumer_group_offsets(
@@ -365,6 +360,9 @@ class PartitionWorker:
                 return
             except asyncio.CancelledError:
                 raise
+            except PartitionBroken as exc:
+                self._fail(exc.error)  # logged by the runtime
+                return
             except Exception as exc:
                 self._fail(exc)
                 log.exception("batch failed", extra={"partition": self.partition})
@@ -661,8 +659,6 @@ class PartitionWorker:
                     "channel": outcome.channel,
                 },
             )
-        for letter in letters:
-            note_dead_letter(letter)  # once per letter, now that it is committed
         self.outcomes_committed += len(outcomes)
         if self.inflight is not None and next_offset >= self.inflight.end:
             self.inflight = None
@@ -769,94 +765,28 @@ class PartitionWorker:
     async def _commit(
         self, items: list[_Item], letters: list[DeadLetter], next_offset: int
     ) -> None:
-        """Outcomes, dead letters and the consumer offset in one transaction.
-
-        Failure policy: the producer is never closed and started again here. Starting a
-        producer runs InitProducerId, and right after the partition moved that would fence
-        its rightful new owner. So:
-
-        - fenced (another instance owns the partition now): raise; the worker fails and
-          stops touching the partition;
-        - any other KafkaError: abort the transaction on the same producer. If the abort
-          goes through and the error is retriable, run the same transaction again on the
-          same producer, backing off (the batch's outcomes stay in memory);
-        - if the abort fails, or the error is not retriable: raise. The worker fails and
-          the service's ownership path (``NotifierService._restart_failed``) starts the
-          partition over from its committed offset, with a new producer, only while the
-          group still assigns the partition to this instance.
-
-        Nothing is counted or logged here: the caller notes outcomes and dead letters
-        once, after the commit.
-        """
+        """Outcomes, dead letters and the consumer offset in one transaction, with the
+        runtime's policy (services/common/partitions.py): fenced raises and the worker
+        stops touching the partition; a retriable error is retried on the same producer;
+        otherwise the worker fails and the service's ownership path
+        (``NotifierService._restart_failed``) starts the partition over from its committed
+        offset, only while the group still assigns it here. Dead letters are counted
+        and logged by the runtime once they are committed; outcomes by the caller."""
         producer = self._producer
         if producer is None:
             raise RuntimeError("no transactional producer: the partition is not loaded")
         topic = self.ctx.topics.outcomes
-        attempt = 0
-        while True:
-            try:
-                await producer.begin_transaction()
-                sends = []
-                for item in items:
-                    outcome = item.outcome
-                    assert outcome is not None
-                    sends.append(
-                        await producer.send(
-                            topic,
-                            value=encode(outcome),
-                            key=appointment_key(
-                                outcome.practice_id, outcome.appointment_id
-                            ).encode(),
-                            partition=self.partition,
-                            headers=outcome_headers(self.partition, item.offset),
-                        )
-                    )
-                for letter in letters:
-                    sends.append(
-                        await producer.send(
-                            Topics.dlq(letter.source_topic),
-                            value=letter.value,
-                            key=letter.key,
-                            partition=letter.source_partition,
-                            headers=dead_letter_headers(letter),
-                        )
-                    )
-                if sends:
-                    await asyncio.gather(*sends)
-                await producer.send_offsets_to_transaction(
-                    {self.tp: next_offset}, self.ctx.group_id
+        outputs = []
+        for item in items:
+            outcome = item.outcome
+            assert outcome is not None
+            outputs.append(
+                Output(
+                    topic,
+                    self.partition,
+                    appointment_key(outcome.practice_id, outcome.appointment_id).encode(),
+                    encode(outcome),
+                    outcome_headers(self.partition, item.offset),
                 )
-                await producer.commit_transaction()
-                return
-            except _FENCED:
-                raise
-            except KafkaError as exc:
-                attempt += 1
-                try:
-                    await asyncio.wait_for(producer.abort_transaction(), timeout=10)
-                except Exception as abort_failed:
-                    log.warning(
-                        "committing outcomes failed and the transaction cannot be aborted; "
-                        "giving the partition up to be loaded again",
-                        extra={
-                            "partition": self.partition,
-                            "error": type(exc).__name__,
-                            "abort_error": type(abort_failed).__name__,
-                        },
-                    )
-                    raise exc from abort_failed
-                if not _retriable(exc) or (self._stopping.is_set() and attempt >= 3):
-                    log.warning(
-                        "committing outcomes failed; giving the partition up to be loaded again",
-                        extra={"partition": self.partition, "error": type(exc).__name__},
-                    )
-                    raise
-                log.warning(
-                    "committing outcomes failed; retrying the transaction",
-                    extra={
-                        "partition": self.partition,
-                        "error": type(exc).__name__,
-                        "attempt": attempt,
-                    },
-                )
-                await asyncio.sleep(min(5.0, 0.2 * 2**attempt))
+            )
+        await producer.commit(outputs, {self.tp: next_offset}, letters)

@@ -1,7 +1,7 @@
 """``reminders run practice-admin``: the beheeromgeving as one process.
 
 :func:`create_app` builds it from settings; ``run()`` checks the database schema, loads
-the practice configs and the outcome window, and serves until SIGINT/SIGTERM, on
+the practice configs, and serves until SIGINT/SIGTERM, on
 ``REMINDERS_ADMIN__HOST:PORT`` (``/healthz``, ``/readyz`` and ``/metrics`` included).
 """
 
@@ -23,7 +23,7 @@ from services.common.db import create_engine, require_current_schema, session_fa
 from services.common.settings import Settings
 from services.practice_admin.config_store import KafkaConfigStore
 from services.practice_admin.mailer import SmtpMailer
-from services.practice_admin.outcomes import KafkaOutcomeWindow
+from services.practice_admin.outcomes import ProjectionOutcomes
 from services.practice_admin.security import cookie_secure
 from services.practice_admin.signin import SignIn
 from services.practice_admin.unsubscribe import (
@@ -78,7 +78,8 @@ class AdminService:
         self.engine = create_engine(settings.database)
         self.db = session_factory(self.engine)
         self.configs = KafkaConfigStore(settings.kafka)
-        self.outcomes = KafkaOutcomeWindow(settings.kafka)
+        # The send log reads the insights projection in this same database.
+        self.outcomes = ProjectionOutcomes(self.db)
         admin = settings.admin
         sender = f"Beheeromgeving <noreply@{settings.smtp.message_id_domain}>"
         self.pages = Pages(
@@ -108,7 +109,6 @@ class AdminService:
     async def start(self) -> None:
         await require_current_schema(self.engine)
         await self.configs.start()
-        await self.outcomes.start()
         await self._start_patient_links()
 
     async def _start_patient_links(self) -> None:
@@ -124,7 +124,6 @@ class AdminService:
 
     async def stop(self) -> None:
         await self._patient_links.aclose()
-        await self.outcomes.stop()
         await self.configs.stop()
         await self.engine.dispose()
 

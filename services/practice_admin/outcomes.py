@@ -1,40 +1,40 @@
 """What was sent, per practice: the verzendlog and the overview's figures.
 
-Pages ask an :class:`OutcomeSource`; today's source is :class:`KafkaOutcomeWindow`, which
-tails ``notifications.outcomes.v1`` (read_committed: only the notifier's committed
-ledger) and ``appointments.v1`` from their beginning and keeps a bounded recent window
-per practice in memory. When the insights projection is in the database, a source that
-queries it replaces this one behind the same protocol.
+Read from the follow-up projection that ``reminders run insights`` keeps in the same
+database (``REMINDERS_DATABASE__*``; ``services.common.followup``): one row per reminder
+id from ``notifications.outcomes.v1`` (read_committed: only the notifier's committed
+ledger) beside the appointment's last state from ``appointments.v1`` (its type and the
+pseudonymous patient id). practice-admin reads no Kafka for it and keeps nothing in
+memory; the pages are as current as the projection (insights' lag,
+``reminders_consumer_lag_records{group="...insights"}``).
 """
 
 from __future__ import annotations
 
-import logging
-from collections import Counter, deque
-from collections.abc import Iterable
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
-from aiokafka import ConsumerRecord
-from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from schemas.models import Appointment, Outcome
-from services.common.codec import DecodeError, decode
-from services.common.settings import KafkaSettings
-from services.common.table import TopicFollower
-from services.common.topics import Topics
+from services.common.followup import (
+    ZONE,
+    count_outcomes,
+    decided_since,
+    recent_outcomes,
+    upcoming_appointments,
+)
 
 __all__ = [
-    "KafkaOutcomeWindow",
+    "LogPage",
     "LogRow",
     "OutcomeSource",
+    "ProjectionOutcomes",
     "Scheduled",
     "WeekFigures",
-    "summarise",
 ]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,14 @@ class LogRow:
 
 
 @dataclass(frozen=True)
+class LogPage:
+    """The newest rows that match, and how many match in all."""
+
+    rows: list[LogRow]
+    total: int
+
+
+@dataclass(frozen=True)
 class Scheduled:
     start: datetime
     appointment_id: str
@@ -66,151 +74,89 @@ class WeekFigures:
 
 
 class OutcomeSource(Protocol):
-    def outcomes(self, practice_id: str, labels: dict[str, str] | None = None) -> list[LogRow]:
-        """Newest first; ``labels`` names the appointment types."""
+    async def log(
+        self,
+        practice_id: str,
+        *,
+        day: date | None = None,
+        status: str | None = None,
+        limit: int = 500,
+        labels: dict[str, str] | None = None,
+        zone: ZoneInfo = ZONE,
+    ) -> LogPage:
+        """Newest decided first; ``day`` is the day it was decided in ``zone``;
+        ``labels`` names the appointment types."""
         ...
 
-    def upcoming(self, practice_id: str, now: datetime, hours: float) -> list[Scheduled]: ...
+    async def week(self, practice_id: str, since: datetime) -> WeekFigures:
+        """What was decided from ``since`` on."""
+        ...
+
+    async def upcoming(self, practice_id: str, now: datetime, hours: float) -> list[Scheduled]: ...
 
     def ready(self) -> bool: ...
 
 
-def summarise(rows: Iterable[LogRow], since: datetime) -> WeekFigures:
-    figures = WeekFigures()
-    for row in rows:
-        if row.at < since:
-            continue
-        if row.status == "sent":
-            figures.sent += 1
-        elif row.status == "failed":
-            figures.failed += 1
-        else:
-            figures.suppressed[row.reason or "unknown"] += 1
-    return figures
+class ProjectionOutcomes:
+    """:class:`OutcomeSource` on the insights projection (same database as the accounts)."""
 
-
-@dataclass(frozen=True)
-class _Appt:
-    start: datetime
-    status: str
-    is_meeting: bool
-    type_code: str
-    patient_id: str
-
-
-def _start_of(reminder_id: str) -> datetime | None:
-    # {practice_id}/{appointment_id}/{start in UTC}
-    try:
-        return datetime.fromisoformat(reminder_id.rsplit("/", 1)[1].replace("Z", "+00:00"))
-    except (IndexError, ValueError):
-        return None
-
-
-class KafkaOutcomeWindow:
-    """The last ``per_practice`` outcomes of every practice, and appointments' near state."""
-
-    def __init__(
-        self,
-        settings: KafkaSettings,
-        *,
-        per_practice: int = 2000,
-        keep_appointments: timedelta = timedelta(days=8),
-    ) -> None:
-        topics = Topics(settings.topic_prefix)
-        self._outcomes: dict[str, deque[Outcome]] = {}
-        self._appointments: dict[str, dict[str, _Appt]] = {}
-        self._per_practice = per_practice
-        self._keep = keep_appointments
-        self._followers = [
-            TopicFollower(settings, topics.outcomes, self._on_outcome, name="admin-outcomes"),
-            TopicFollower(
-                settings, topics.appointments, self._on_appointment, name="admin-appointments"
-            ),
-        ]
-        self._loaded = False
-
-    async def start(self) -> None:
-        for follower in self._followers:
-            await follower.start()
-            await follower.add(range(await follower.partition_count()))
-        for follower in self._followers:
-            await follower.wait_loaded()
-        self._loaded = True
-
-    async def stop(self) -> None:
-        for follower in self._followers:
-            await follower.stop()
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
 
     def ready(self) -> bool:
-        return self._loaded
+        # The schema (insights_* included) was checked at start; how far the projection
+        # is behind is insights' own readiness and lag, not practice-admin's.
+        return True
 
-    # ------------------------------------------------------------------ applying
-    def _on_outcome(
-        self, partition: int, key: str, value: bytes | None, record: ConsumerRecord[bytes, bytes]
-    ) -> None:
-        if value is None:
-            return
-        try:
-            outcome = decode(Outcome, value)
-        except (DecodeError, ValidationError):
-            return
-        window = self._outcomes.get(outcome.practice_id)
-        if window is None:
-            window = self._outcomes[outcome.practice_id] = deque(maxlen=self._per_practice)
-        window.append(outcome)
-
-    def _on_appointment(
-        self, partition: int, key: str, value: bytes | None, record: ConsumerRecord[bytes, bytes]
-    ) -> None:
-        practice_id, _, appointment_id = key.partition("/")
-        rows = self._appointments.setdefault(practice_id, {})
-        if value is None:
-            rows.pop(appointment_id, None)
-            return
-        try:
-            appt = decode(Appointment, value)
-        except (DecodeError, ValidationError):
-            return
-        rows[appointment_id] = _Appt(
-            start=appt.start,
-            status=appt.status,
-            is_meeting=appt.meeting.is_meeting,
-            type_code=appt.appointment_type.code,
-            patient_id=appt.patient.id,
-        )
-
-    # ------------------------------------------------------------------ reading
-    def outcomes(self, practice_id: str, labels: dict[str, str] | None = None) -> list[LogRow]:
-        appointments = self._appointments.get(practice_id, {})
-        rows: list[LogRow] = []
-        for outcome in self._outcomes.get(practice_id, ()):
-            appt = appointments.get(outcome.appointment_id)
-            code = appt.type_code if appt is not None else ""
-            rows.append(
-                LogRow(
-                    at=outcome.at,
-                    start=_start_of(outcome.reminder_id),
-                    appointment_id=outcome.appointment_id,
-                    type_label=(labels or {}).get(code, code),
-                    patient_id=appt.patient_id if appt is not None else "",
-                    status=outcome.status,
-                    reason=outcome.reason,
-                    channel=outcome.channel,
-                )
+    async def log(
+        self,
+        practice_id: str,
+        *,
+        day: date | None = None,
+        status: str | None = None,
+        limit: int = 500,
+        labels: dict[str, str] | None = None,
+        zone: ZoneInfo = ZONE,
+    ) -> LogPage:
+        labels = labels or {}
+        async with self._sessions() as session:
+            entries = await recent_outcomes(
+                session, practice_id, day=day, status=status, limit=limit, by="decided", zone=zone
             )
-        rows.sort(key=lambda r: r.at, reverse=True)
-        return rows
-
-    def upcoming(self, practice_id: str, now: datetime, hours: float) -> list[Scheduled]:
-        until = now + timedelta(hours=hours)
-        rows = self._appointments.get(practice_id, {})
-        found = [
-            Scheduled(start=a.start, appointment_id=appointment_id, type_label=a.type_code)
-            for appointment_id, a in rows.items()
-            if a.status == "booked" and not a.is_meeting and now <= a.start < until
+            total = await count_outcomes(
+                session, practice_id, day=day, status=status, by="decided", zone=zone
+            )
+        rows = [
+            LogRow(
+                at=e.at,
+                start=e.appointment_start,
+                appointment_id=e.appointment_id,
+                type_label=labels.get(e.type_code or "", e.type_display or e.type_code or ""),
+                patient_id=e.patient_id or "",
+                status=e.status,
+                reason=e.reason,
+                channel=e.channel,
+            )
+            for e in entries
         ]
-        # Keep the window bounded: appointments long past are forgotten.
-        horizon = now - self._keep
-        for appointment_id in [k for k, a in rows.items() if a.start < horizon]:
-            del rows[appointment_id]
-        return sorted(found, key=lambda s: s.start)
+        return LogPage(rows, max(total, len(rows)))
+
+    async def week(self, practice_id: str, since: datetime) -> WeekFigures:
+        async with self._sessions() as session:
+            counts = await decided_since(session, practice_id, since)
+        figures = WeekFigures()
+        for c in counts:
+            if c.status == "sent":
+                figures.sent += c.n
+            elif c.status == "failed":
+                figures.failed += c.n
+            else:
+                figures.suppressed[c.reason or "unknown"] += c.n
+        return figures
+
+    async def upcoming(self, practice_id: str, now: datetime, hours: float) -> list[Scheduled]:
+        async with self._sessions() as session:
+            found = await upcoming_appointments(
+                session, practice_id, now, now + timedelta(hours=hours)
+            )
+        return [Scheduled(u.start, u.appointment_id, u.type_code) for u in found]

@@ -46,7 +46,7 @@ from services.practice_admin.i18n import LANGUAGES, REASONS, translator
 from services.practice_admin.logo import LogoRefused, clean_logo
 from services.practice_admin.mailer import SmtpMailer
 from services.practice_admin.models import AuditEntry
-from services.practice_admin.outcomes import OutcomeSource, summarise
+from services.practice_admin.outcomes import OutcomeSource
 from services.practice_admin.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -372,8 +372,8 @@ def build_app(pages: Pages) -> FastAPI:
         config = pages.configs.get(practice_id)
         now = pages.clock.now()
         labels = _labels(config)
-        upcoming = pages.outcomes.upcoming(practice_id, now, 24)
-        week = summarise(pages.outcomes.outcomes(practice_id, labels), now - timedelta(days=7))
+        upcoming = await pages.outcomes.upcoming(practice_id, now, 24)
+        week = await pages.outcomes.week(practice_id, now - timedelta(days=7))
         zone = ZoneInfo(config.timezone if config else "Europe/Amsterdam")
         return pages.render(
             request,
@@ -780,7 +780,6 @@ def build_app(pages: Pages) -> FastAPI:
         signed = await pages.member(request, practice_id)
         config = pages.configs.get(practice_id)
         zone = ZoneInfo(config.timezone if config else "Europe/Amsterdam")
-        rows = pages.outcomes.outcomes(practice_id, _labels(config))
         day_text = request.query_params.get("dag", "")
         status = request.query_params.get("uitkomst", "")
         day: date | None = None
@@ -789,18 +788,22 @@ def build_app(pages: Pages) -> FastAPI:
                 day = date.fromisoformat(day_text)
             except ValueError:
                 day = None
-        if day is not None:
-            rows = [r for r in rows if r.at.astimezone(zone).date() == day]
-        if status in ("sent", "suppressed", "failed"):
-            rows = [r for r in rows if r.status == status]
+        log_page = await pages.outcomes.log(
+            practice_id,
+            day=day,
+            status=status if status in ("sent", "suppressed", "failed") else None,
+            limit=500,
+            labels=_labels(config),
+            zone=zone,
+        )
         return pages.render(
             request,
             "verzendlog.html",
             {
                 "practice_id": practice_id,
                 "config": config,
-                "rows": rows[:500],
-                "total": len(rows),
+                "rows": log_page.rows,
+                "total": log_page.total,
                 "day": day_text if day is not None else "",
                 "status": status,
                 "zone": zone,

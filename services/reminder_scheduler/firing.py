@@ -2,23 +2,27 @@
 
 Per partition ``p`` this instance owns, a :class:`PartitionWorker`:
 
-1. starts a transactional producer with the id ``{prefix}{scheduler.group_id}-p{p}``.
-   Its ``InitProducerId`` fences any earlier owner of ``p`` (a zombie after a rebalance,
-   or the process that was killed) and aborts that owner's open transaction, so a
-   reminder the old owner produced but did not commit is never seen (every reader is
-   ``read_committed``) and cannot be committed any more;
+1. opens the partition's ``TransactionalPartition`` (services/common/partitions.py), id
+   ``{prefix}{scheduler.group_id}-p{p}``. Its empty first transaction fences any earlier
+   owner of ``p`` (a zombie after a rebalance, or the process that was killed) and
+   aborts that owner's open transaction, so a reminder the old owner produced but did
+   not commit is never seen (every reader is ``read_committed``) and cannot be
+   committed any more;
 2. reads ``reminders.fired.v1`` ``p`` to its end (what fired already) while the service's
    group consumer reads ``appointments.v1`` ``p`` from its beginning to its end;
 3. only then fires: each batch of due reminders goes out in one transaction, the
    ``ReminderDue`` records on ``reminders.due.v1`` and their ``FiredMarker`` records on
    ``reminders.fired.v1`` (same key, partition ``p``), together with the marker
    tombstones that keep ``reminders.fired.v1`` bounded. A crash at any moment leaves
-   either both or neither.
+   either both or neither. Records of ``appointments.v1`` that cannot be used go to its
+   DLQ in a transaction of the same producer (:meth:`PartitionWorker.park`).
 
-A failed transaction drops the partition's state and loads it again from Kafka (the
-committed markers say what fired). A fenced producer means another instance owns the
-partition now: the worker stops firing and only tries again if the group still gives it
-the partition after ``fenced_retry_seconds``.
+The runtime retries a transient commit error on the same producer. A transaction that
+cannot go on drops the partition's state and loads it again from Kafka (the committed
+markers say what fired), while the group still assigns the partition here. A fenced
+producer means another instance owns the partition now: the worker stops firing and
+only tries again if the group still gives it the partition after
+``fenced_retry_seconds``.
 """
 
 from __future__ import annotations
@@ -31,21 +35,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import (
-    IllegalStateError,
-    InvalidProducerEpoch,
-    ProducerFenced,
-    TransactionCoordinatorFenced,
-)
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from services.common.clock import Clock
 from services.common.codec import DecodeError
 from services.common.containment import contain, is_about_the_record, record_error
-from services.common.kafka import DeadLetter, make_consumer, make_producer, transactional_id
+from services.common.kafka import DeadLetter, make_consumer, transactional_id
 from services.common.partition import partition_for
+from services.common.partitions import (
+    FENCED,
+    Output,
+    PartitionBroken,
+    PartitionFenced,
+    TransactionalPartition,
+    dead_letter_watermark,
+)
 from services.common.settings import Settings
 from services.common.topics import Topics
 from services.reminder_scheduler import metrics
@@ -67,7 +74,7 @@ log = logging.getLogger(__name__)
 WorkerState = Literal["loading", "loaded", "fenced", "stopped"]
 # The exit status of the test-only crash hook (as if killed with SIGKILL).
 CRASH_EXIT_CODE = 137
-_FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionCoordinatorFenced)
+_FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 _RETRY_SECONDS = 2.0
 
 
@@ -110,7 +117,8 @@ class PartitionWorker:
         self.planner = self._new_planner()
         self.load_seconds: float | None = None
         self.dead_letters_until = -1  # offsets up to here went to the DLQ before
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: TransactionalPartition | None = None
+        self._lost: PartitionFenced | PartitionBroken | None = None  # by park()
         self._appointments_end: int | None = None
         self._loaded = asyncio.Event()
         self._wake = asyncio.Event()
@@ -137,6 +145,8 @@ class PartitionWorker:
         """Let a transaction in flight finish (bounded), then stop and close the producer."""
         self._stopping = True
         self._wake.set()
+        if self._producer is not None:
+            self._producer.stopping = True  # a retriable commit error: a few tries only
         timeout = self.ctx.settings.scheduler.stop_timeout_seconds
         acquired = False
         with contextlib.suppress(TimeoutError):
@@ -169,8 +179,7 @@ class PartitionWorker:
     async def _close_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            await producer.close()
 
     async def _run(self) -> None:
         settings = self.ctx.settings.scheduler
@@ -205,25 +214,23 @@ class PartitionWorker:
         self._set_state("loading")
         self._loaded.clear()
         self._appointments_end = None
+        self._lost = None
         ctx.consumer.pause(self.tp)
         await self._close_producer()
-        producer = make_producer(
+        producer = TransactionalPartition(
             ctx.settings.kafka,
-            transactional_id=ctx.transactional_id(self.partition),
+            ctx.settings.scheduler.group_id,
+            self.partition,
             linger_ms=5,
             max_batch_size=256 * 1024,
         )
-        try:
-            await producer.start()  # InitProducerId: fences the partition's earlier owner
-        except BaseException:
-            await producer.stop()
-            raise
+        await producer.open()  # fences the partition's earlier owner
         self._producer = producer
         loader = make_consumer(ctx.settings.kafka, group_id=None, max_poll_records=10000)
         await loader.start()
         try:
-            self.dead_letters_until = await _last_dead_letter_source(
-                loader, ctx.topics, self.partition
+            self.dead_letters_until = await dead_letter_watermark(
+                loader, ctx.topics.appointments, self.partition
             )
             fired_tp = TopicPartition(ctx.topics.reminders_fired, self.partition)
             ends = await loader.end_offsets([self.tp, fired_tp])
@@ -333,6 +340,21 @@ class PartitionWorker:
         self._count(self.planner.appointment(key, appointment, now))
         return None
 
+    async def park(self, letters: list[DeadLetter]) -> None:
+        """Write dead letters of appointments.v1 in a transaction of this partition's
+        producer (counted once it commits). If it cannot, the partition is loaded again
+        (or left, if fenced); the reload parks them, and the watermark skips those that
+        made it."""
+        async with self._lock:
+            producer = self._producer
+            if producer is None or self._stopping:
+                return  # not ours any more: the next owner reads them again
+            try:
+                await producer.commit([], dead_letters=letters)
+            except (PartitionFenced, PartitionBroken) as exc:
+                self._lost = exc
+                self.wake()
+
     def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: DecodeError
     ) -> DeadLetter | None:
@@ -366,6 +388,8 @@ class PartitionWorker:
         ctx = self.ctx
         settings = ctx.settings.scheduler
         while not self._stopping:
+            if self._lost is not None:
+                raise self._lost
             now = ctx.clock.now()
             fires: list[Fire] = []
             for timer in self.planner.timers.pop_due(to_ms(now), settings.fire_batch_size):
@@ -424,52 +448,22 @@ class PartitionWorker:
         ctx = self.ctx
         topics = ctx.topics
         partition = self.partition
+        outputs: list[Output] = []
+        for fire in fires:
+            due, marker = self._values(fire, now)
+            key = fire.timer.key
+            outputs.append(Output(topics.reminders_due, partition, key, due))
+            outputs.append(Output(topics.reminders_fired, partition, key, marker))
+        outputs += [Output(topics.reminders_fired, partition, key, None) for key in tombstones]
         async with self._lock:
             if self._stopping:
                 return
             producer = self._producer
             assert producer is not None
-            await producer.begin_transaction()
             try:
-                # Whole record batches (one future each), not a send() per record: a burst
-                # writes two records per reminder, all to this one partition.
-                sent: list[asyncio.Future[Any]] = []
-                batches: dict[str, Any] = {}
-
-                async def put(topic: str, value: bytes | None, key: bytes) -> None:
-                    batch = batches.get(topic)
-                    if batch is None:
-                        batch = batches[topic] = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        sent.append(await producer.send_batch(batch, topic, partition=partition))
-                        batch = batches[topic] = producer.create_batch()
-                        batch.append(key=key, value=value, timestamp=None)
-
-                for fire in fires:
-                    due, marker = self._values(fire, now)
-                    await put(topics.reminders_due, due, fire.timer.key)
-                    await put(topics.reminders_fired, marker, fire.timer.key)
-                for key in tombstones:
-                    await put(topics.reminders_fired, None, key)
-                for topic, batch in batches.items():
-                    if batch.record_count():
-                        sent.append(await producer.send_batch(batch, topic, partition=partition))
-                await producer.flush()
-                for future in sent:  # all resolved by flush()
-                    error = future.exception()
-                    if error is not None:
-                        raise error
-                if ctx.settings.scheduler.crash_after_send:
-                    log.error(
-                        "crash hook: exiting between producing and committing",
-                        extra={"partition": partition, "reminders": len(fires)},
-                    )
-                    os._exit(CRASH_EXIT_CODE)
-                await producer.commit_transaction()
+                await producer.commit(outputs, before_commit=self._crash_hook(len(fires)))
             except BaseException:
                 metrics.TRANSACTIONS.labels(result="failed").inc()
-                with contextlib.suppress(Exception):
-                    await producer.abort_transaction()
                 raise
         metrics.TRANSACTIONS.labels(result="committed").inc()
         metrics.MARKER_TOMBSTONES.inc(len(tombstones))
@@ -495,6 +489,19 @@ class PartitionWorker:
                 )
         self.update_gauges()
 
+    def _crash_hook(self, reminders: int) -> Callable[[], None] | None:
+        if not self.ctx.settings.scheduler.crash_after_send:
+            return None
+
+        def crash() -> None:
+            log.error(
+                "crash hook: exiting between producing and committing",
+                extra={"partition": self.partition, "reminders": reminders},
+            )
+            os._exit(CRASH_EXIT_CODE)
+
+        return crash
+
     @staticmethod
     def _values(fire: Fire, now: datetime) -> tuple[bytes, bytes]:
         timer = fire.timer
@@ -510,29 +517,3 @@ class PartitionWorker:
             fired_at=now,
             reason=fire.reason,
         )
-
-
-async def _last_dead_letter_source(loader: AIOKafkaConsumer, topics: Topics, partition: int) -> int:
-    """The source offset of the last dead letter of appointments.v1 ``partition``.
-
-    Every owner reads the partition from its beginning; records up to this offset were
-    dead-lettered by an earlier owner and are not sent to the DLQ again.
-    """
-    tp = TopicPartition(Topics.dlq(topics.appointments), partition)
-    end = (await loader.end_offsets([tp]))[tp]
-    if end == 0:
-        return -1
-    loader.assign([tp])
-    loader.seek(tp, end - 1)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        batches = await loader.getmany(tp, timeout_ms=200)
-        for record in reversed(batches.get(tp, [])):
-            for name, value in record.headers:
-                if name == "source-offset":
-                    with contextlib.suppress(ValueError):
-                        return int(value)
-            return -1
-        if await loader.position(tp) >= end:
-            break
-    return -1

@@ -1,44 +1,36 @@
-"""The scheduler service: a group member on appointments.v1 with one worker per partition.
+"""The scheduler service: the handler of a group member on appointments.v1, with one
+worker per partition.
 
 Start-up: check that the topics agree on their partition count (refuse otherwise), load
 ``practice.config.v1`` whole (the policies), then join the consumer group
-``{prefix}{scheduler.group_id}`` on ``appointments.v1``. The group splits the partitions
-between the instances; for each assigned partition a :class:`PartitionWorker` fences,
-loads and fires (see firing.py). Revoked partitions stop firing, drop their timers and
-close their producer before the group hands them to another instance.
+``{prefix}{scheduler.group_id}`` on ``appointments.v1`` through the partition-ownership
+runtime (services/common/partitions.py: membership, rebalance listener, fetch loop). For
+each assigned partition a :class:`PartitionWorker` fences, loads and fires (see
+firing.py). Revoked partitions stop firing, drop their timers and close their producer
+before the group hands them to another instance.
 
 The group consumer never commits offsets: every assignment reads the partition from its
-beginning (the topic is compacted and bounded by booking_events' retention).
+beginning (the topic is compacted and bounded by booking_events' retention). Records it
+cannot use go to the DLQ in a transaction of the partition's producer; the DLQ watermark
+keeps a later owner from parking them again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
+from typing import Final
 
-from aiokafka import (
-    AIOKafkaConsumer,
-    AIOKafkaProducer,
-    ConsumerRebalanceListener,
-    ConsumerRecord,
-    TopicPartition,
-)
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream.kafka import KafkaBroker
 
 from schemas.models import PracticeConfig
 from services.common.clock import Clock, SystemClock
 from services.common.health import loops_alive
-from services.common.kafka import (
-    DeadLetter,
-    check_partitions,
-    make_consumer,
-    make_producer,
-    send_dead_letter,
-)
+from services.common.kafka import DeadLetter, check_partitions, make_consumer
 from services.common.partition import partition_for
+from services.common.partitions import Batches, GroupMember
 from services.common.practice_config import practice_config_table
 from services.common.runtime import make_broker
 from services.common.settings import Settings
@@ -47,48 +39,37 @@ from services.common.topics import Topics
 from services.reminder_scheduler.due_time import DEFAULT_POLICY, Policy
 from services.reminder_scheduler.firing import PartitionWorker, SchedulerContext
 
-__all__ = ["SERVICE_NAME", "SchedulerService"]
+__all__ = ["NAME", "SchedulerService"]
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "reminder-scheduler"
+# The service's name: its default group id, its transactional ids and its labels.
+NAME: Final = "reminder-scheduler"
 _RETRY_SECONDS = 1.0
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, service: SchedulerService) -> None:
-        self._service = service
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._service._revoke({tp.partition for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._service._assign({tp.partition for tp in assigned})
-
-
 class SchedulerService:
-    """Holds one durable timer per booked appointment of the partitions it owns."""
+    """Holds one durable timer per booked appointment of the partitions it owns; the
+    :class:`~services.common.partitions.PartitionHandler` of its group member."""
 
-    name = SERVICE_NAME
+    name = NAME
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.topics = Topics(settings.kafka.topic_prefix)
-        self.broker: KafkaBroker = make_broker(settings, SERVICE_NAME)
+        self.broker: KafkaBroker = make_broker(settings, NAME)
         self.group_id = f"{settings.kafka.topic_prefix}{settings.scheduler.group_id}"
         self.workers: dict[int, PartitionWorker] = {}
         self._policies: dict[str, Policy] = {}
         self._interned: dict[Policy, Policy] = {DEFAULT_POLICY: DEFAULT_POLICY}
         self._configs: Table[PracticeConfig] | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._dead_letters: AIOKafkaProducer | None = None
+        self._member: GroupMember | None = None
         self._ctx: SchedulerContext | None = None
-        self._task: asyncio.Task[None] | None = None
         self._partitions = 0
         self._configs_loaded = False
         self._assigned = False
-        self.failed: BaseException | None = None
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -104,8 +85,6 @@ class SchedulerService:
                 Topics.dlq(topics.appointments),
             ],
         )
-        self._dead_letters = make_producer(kafka)
-        await self._dead_letters.start()
         self._configs = practice_config_table(kafka, on_change=self._config_changed)
         await self._configs.start()
         await self._configs.wait_loaded()
@@ -127,30 +106,30 @@ class SchedulerService:
             consumer=self._consumer,
             policy_of=self.policy_of,
         )
-        self._consumer.subscribe([topics.appointments], listener=_Rebalance(self))
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._consume(), name="scheduler-consume")
+        self._member = GroupMember(
+            self._consumer, [topics.appointments], self, name=NAME, retry_seconds=_RETRY_SECONDS
+        )
+        await self._member.start()
         log.info(
             "scheduler started",
             extra={"group_id": self.group_id, "partitions": self._partitions},
         )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._revoke(set(self.workers))
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        member = self._member
+        if member is not None:
+            member.cancel()
+        await self.revoked(set(self.workers))
+        if member is not None:
+            await member.stop()
+            self._member = self._consumer = None
         if self._configs is not None:
             await self._configs.stop()
             self._configs = None
-        if self._dead_letters is not None:
-            await self._dead_letters.stop()
-            self._dead_letters = None
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._member.failed if self._member is not None else None
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         states = {str(p): w.state for p, w in sorted(self.workers.items())}
@@ -201,74 +180,46 @@ class SchedulerService:
         if worker is not None:
             worker.replan_practice(practice_id)
 
-    # ------------------------------------------------------------------ the group
-    def _assign(self, partitions: set[int]) -> None:
+    # ------------------------------------------------------------------ the handler
+    def fetch_timeout_ms(self) -> int:
+        return 100
+
+    async def assigned(self, partitions: set[int]) -> None:
         ctx = self._ctx
-        assert ctx is not None and self._consumer is not None
+        assert ctx is not None
         self._assigned = True
         for partition in sorted(partitions - set(self.workers)):
             worker = PartitionWorker(partition, ctx)
-            self._consumer.pause(worker.tp)  # the worker fences before it reads
+            ctx.consumer.pause(worker.tp)  # the worker fences before it reads
             self.workers[partition] = worker
             worker.start()
         log.info("partitions assigned", extra={"partitions": sorted(partitions)})
 
-    async def _revoke(self, partitions: set[int]) -> None:
+    async def revoked(self, partitions: set[int]) -> None:
         workers = [self.workers.pop(p) for p in sorted(partitions) if p in self.workers]
         await asyncio.gather(*(w.stop() for w in workers))
         if workers:
             log.info("partitions revoked", extra={"partitions": [w.partition for w in workers]})
 
-    async def _consume(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        try:
-            while True:
-                try:
-                    batches = await consumer.getmany(timeout_ms=100)
-                except KafkaError as exc:  # e.g. the broker restarting: the client reconnects
-                    log.warning("fetching appointments failed; retrying", extra={"error": str(exc)})
-                    await asyncio.sleep(_RETRY_SECONDS)
-                    continue
-                now = self.clock.now()
-                for tp, records in batches.items():
-                    worker = self.workers.get(tp.partition)
-                    if worker is not None:
-                        await self._apply(worker, records, now)
-                for worker in list(self.workers.values()):
-                    if worker.loading:
-                        await worker.check_loaded()
-                await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.failed = exc
-            log.exception("scheduler stopped consuming appointments")
-            raise
+    async def handle(self, batches: Batches) -> None:
+        now = self.clock.now()
+        for tp, records in batches.items():
+            worker = self.workers.get(tp.partition)
+            if worker is not None:
+                await self._apply(worker, records, now)
+        for worker in list(self.workers.values()):
+            if worker.loading:
+                await worker.check_loaded()
 
     async def _apply(
         self, worker: PartitionWorker, records: list[ConsumerRecord[bytes, bytes]], now: datetime
     ) -> None:
-        assert self._dead_letters is not None
+        letters: list[DeadLetter] = []
         for record in records:
             letter = worker.apply(record, now)
             if letter is not None:
-                await self._send_dead_letter(letter)
+                letters.append(letter)
+        if letters:
+            await worker.park(letters)
         worker.update_gauges()
         worker.wake()
-
-    async def _send_dead_letter(self, letter: DeadLetter) -> None:
-        """Until it is written: the records after it wait, so none is skipped."""
-        assert self._dead_letters is not None
-        delay = _RETRY_SECONDS
-        while True:
-            try:
-                await send_dead_letter(self._dead_letters, letter)
-                return
-            except KafkaError as exc:
-                log.warning(
-                    "dead letter not written; retrying",
-                    extra={"source_offset": letter.source_offset, "error": str(exc)},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)

@@ -1,4 +1,5 @@
-"""practice-admin over HTTP on a real database (SQLite and PostgreSQL), Kafka faked.
+"""practice-admin over HTTP on a real database (SQLite and PostgreSQL), Kafka faked; the
+send log reads rows put into the insights projection.
 
 Sign-in, sessions, CSRF, authorisation, saves (validation, version, audit), logo checks,
 security headers. The browser tests (tests/web) do the same against a real broker.
@@ -25,16 +26,16 @@ from services.common.clock import FakeClock
 from services.common.db import session_factory
 from services.practice_admin.accounts import add_user
 from services.practice_admin.models import AuditEntry
-from services.practice_admin.outcomes import LogRow, Scheduled
+from services.practice_admin.outcomes import LogRow, ProjectionOutcomes, Scheduled
 from services.practice_admin.signin import RateLimits, SignIn
 from services.practice_admin.web import Pages, build_app
 from tests.web.admin_support import (
     START,
     FakeConfigs,
     FakeMailer,
-    FakeOutcomes,
     csrf_of,
     practice,
+    project_log,
     request_code,
     sign_in,
 )
@@ -51,7 +52,7 @@ MEDEWERKER = "balie@delinde.example"
 class Site:
     pages: Pages
     configs: FakeConfigs
-    outcomes: FakeOutcomes
+    outcomes: ProjectionOutcomes
     mailer: FakeMailer
     clock: FakeClock
     engine: AsyncEngine
@@ -70,7 +71,7 @@ async def site(db_engine: AsyncEngine) -> AsyncIterator[Site]:
         await add_user(session, MEDEWERKER, P1, "medewerker", clock.now())
         await add_user(session, "other@elders.example", P2, "beheerder", clock.now())
     configs = FakeConfigs({P1: practice(P1), P2: practice(P2, name="Elders")})
-    outcomes = FakeOutcomes()
+    outcomes = ProjectionOutcomes(db)
     mailer = FakeMailer()
     pages = Pages(
         sessions=db,
@@ -536,7 +537,7 @@ async def test_meeting_rules_are_saved(site: Site) -> None:
 
 async def test_the_send_log_shows_reasons_in_plain_dutch_and_filters(site: Site) -> None:
     at = START - timedelta(hours=2)
-    site.outcomes.rows[P1] = [
+    rows = [
         LogRow(
             at, START + timedelta(days=1), "A1", "Consult", "pt-1", "suppressed", "no_consent", None
         ),
@@ -552,9 +553,12 @@ async def test_the_send_log_shows_reasons_in_plain_dutch_and_filters(site: Site)
         ),
         LogRow(at - timedelta(days=1), START, "A3", "Consult", "pt-3", "sent", None, "email"),
     ]
-    site.outcomes.scheduled[P1] = [Scheduled(START + timedelta(hours=3), "A9", "C10")]
     async with site.client() as client:
         await sign_in(client, site.mailer, MEDEWERKER)
+        follow = await client.get(f"/praktijk/{P1}/follow-up")
+        assert "Nog geen gegevens" in follow.text  # nothing projected yet
+        scheduled = [Scheduled(START + timedelta(hours=3), "A9", "C10")]
+        await project_log(site.engine, P1, rows, scheduled)
         log = await client.get(f"/praktijk/{P1}/verzendlog")
         assert "geen toestemming van de patiënt" in log.text
         assert "overleg over de patiënt: niet verstuurd" in log.text
@@ -568,7 +572,7 @@ async def test_the_send_log_shows_reasons_in_plain_dutch_and_filters(site: Site)
         assert "Consult 10 minuten" in overview.text  # the scheduled appointment's type
         assert "overleg over de patiënt: niet verstuurd" in overview.text
         follow = await client.get(f"/praktijk/{P1}/follow-up")
-        assert "Nog geen gegevens" in follow.text
+        assert "Nog geen gegevens" not in follow.text  # the same rows feed the follow-up
 
 
 async def test_english_is_switchable(site: Site) -> None:

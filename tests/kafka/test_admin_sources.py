@@ -1,4 +1,5 @@
-"""practice-admin's Kafka sources against the real broker: configs and outcomes."""
+"""practice-admin's sources against the real broker: configs from Kafka, and the send log
+from the insights projection of the outcomes (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,19 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.models import Outcome, PracticeConfig, reminder_id_for
 from services.common.codec import encode
+from services.common.db import session_factory
 from services.common.kafka import make_producer
 from services.common.partition import partition_for
 from services.common.practice_config import practice_config_table
-from services.common.settings import KafkaSettings
+from services.common.settings import KafkaSettings, Settings
 from services.common.topics import Topics
+from services.insights.app import InsightsService
 from services.practice_admin.config_store import KafkaConfigStore, VersionConflict
-from services.practice_admin.outcomes import KafkaOutcomeWindow
+from services.practice_admin.outcomes import ProjectionOutcomes
 
 pytestmark = pytest.mark.kafka
 
@@ -55,8 +59,9 @@ async def test_a_save_is_the_next_version_on_the_topic_and_a_stale_save_is_refus
         await table.stop()
 
 
-async def test_the_outcome_window_reads_committed_outcomes_per_practice(
-    kafka_settings: KafkaSettings, kafka_topics: Topics
+@pytest.mark.db
+async def test_the_send_log_reads_committed_outcomes_per_practice_from_the_projection(
+    kafka_settings: KafkaSettings, kafka_topics: Topics, db_engine: AsyncEngine, db_url: str
 ) -> None:
     now = datetime.now(UTC)
     start = now + timedelta(hours=20)
@@ -89,15 +94,23 @@ async def test_the_outcome_window_reads_committed_outcomes_per_practice(
         )
     finally:
         await producer.stop()
-    window = KafkaOutcomeWindow(kafka_settings)
-    await window.start()
+    # insights projects what the notifier committed; practice-admin reads the projection.
+    settings = Settings(kafka=kafka_settings, database={"url": db_url})  # type: ignore[arg-type]
+    service = InsightsService(settings, engine=db_engine)
+    await service.start()
     try:
-        assert window.ready()
-        rows = window.outcomes(P1)
-        assert [r.appointment_id for r in rows] == ["A0", "A1"]  # newest first
-        assert rows[0].start == start.replace(microsecond=0)
-        assert rows[1].reason == "no_consent"
-        assert [r.appointment_id for r in window.outcomes("01999002")] == ["A2"]
-        assert window.outcomes("01999009") == []
+        for _ in range(600):
+            if service.caught_up:
+                break
+            await asyncio.sleep(0.1)
+        assert service.caught_up
     finally:
-        await window.stop()
+        await service.stop()
+    window = ProjectionOutcomes(session_factory(db_engine))
+    assert window.ready()
+    rows = (await window.log(P1)).rows
+    assert [r.appointment_id for r in rows] == ["A0", "A1"]  # newest first
+    assert rows[0].start == start.replace(microsecond=0)
+    assert rows[1].reason == "no_consent"
+    assert [r.appointment_id for r in (await window.log("01999002")).rows] == ["A2"]
+    assert (await window.log("01999009")).rows == []

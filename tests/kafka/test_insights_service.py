@@ -4,6 +4,8 @@
   started again: the figures equal an independent count of the workload, no outcome is
   counted twice, and nothing of an aborted transaction appears.
 - Two instances in one group split the partitions and together project everything.
+- /readyz after a later rebalance: a ready instance is ready again once it caught up with
+  what a rebalance handed it (another instance joining, then leaving).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -221,5 +223,66 @@ async def test_two_instances_split_the_partitions_and_project_everything(
     finally:
         for service in services:
             await service.stop()
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_ready_again_after_a_later_rebalance(
+    kafka_topics: Topics, kafka_settings: KafkaSettings, db_url: str
+) -> None:
+    workload = generate(now=NOW, practices=3, appointments=150, seed=5)
+    half = len(workload.records) // 2
+    settings = Settings(
+        kafka=kafka_settings,
+        database={"url": db_url},  # type: ignore[arg-type]
+        insights=InsightsSettings(
+            batch_size=200, session_timeout_ms=6000, heartbeat_interval_ms=1000
+        ),
+    )
+    engines = [create_engine(db_url), create_engine(db_url)]
+    first, second = (InsightsService(settings, engine=e) for e in engines)
+
+    async def until(what: str, check: Callable[[], bool], timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"not {what} within {timeout:.0f} s")
+
+    def owned(service: InsightsService) -> int:
+        return int(str(service.readiness()[1]["partitions"]))
+
+    everything = 2 * kafka_settings.partitions
+    try:
+        await publish(kafka_settings, workload.records[:half])
+        await first.start()
+        await until("ready alone", lambda: first.readiness()[0])
+        # A second member joins: the partitions are split again, and the second half of
+        # the workload arrives while they are.
+        await second.start()
+        await until(
+            "split",
+            lambda: owned(first) + owned(second) == everything and owned(second) > 0,
+        )
+        assert owned(first) and owned(second)
+        await publish(kafka_settings, workload.records[half:])
+        total = await end_offsets(kafka_settings)
+        await until("both ready", lambda: first.readiness()[0] and second.readiness()[0])
+        # The second member leaves: the first gets its partitions back and is ready again
+        # once it has read what came after their stored positions.
+        await second.stop()
+        await until("whole again", lambda: owned(first) == everything)
+        await until("ready again", lambda: first.readiness()[0])
+        assert first.caught_up and first.lag() and not any(first.lag().values())
+        assert await stored_positions(engines[0]) == total
+        async with engines[0].connect() as conn:
+            weeks = last_weeks(NOW, 12)
+            for practice in PRACTICES:
+                report = await build_report(conn, practice, until=NOW, weeks=12)
+                assert as_figures(report) == oracle(workload, practice, weeks)
+    finally:
+        await first.stop()
+        await second.stop()
         for engine in engines:
             await engine.dispose()

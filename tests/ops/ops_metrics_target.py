@@ -1,7 +1,7 @@
 """A process that exposes every metric of every service, as the services do, for the ops tests.
 
 It imports each service's app module (or its metrics module while the app is not there yet),
-the shared metrics and a FastStream broker per service with the Prometheus middleware (as
+the shared metrics and a FastStream broker per service (as
 ``services.common.runtime.make_broker`` builds it), marks the services ready, and serves
 /metrics /healthz /readyz with the project's HealthServer on a free port. It prints one JSON
 line: ``{"port": N, "metrics": {name: {"type", "labels", "service"}}}`` and runs until its

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import IllegalStateError, KafkaError, RequestTimedOutError
+from aiokafka.errors import KafkaError, RequestTimedOutError
 from prometheus_client import REGISTRY
 
 from schemas.models import appointment_key
@@ -29,60 +29,10 @@ from services.notifier.samples import (
     sample_due,
     sample_preferences,
 )
+from tests.support.transactions import FakeProducer
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 TOPICS = Topics("")
-
-
-class FakeProducer:
-    """A transactional producer whose first `fail_commits` commits raise `error`."""
-
-    def __init__(
-        self,
-        fail_commits: int = 0,
-        error: Callable[[], KafkaError] = RequestTimedOutError,
-        abort_fails: bool = False,
-    ) -> None:
-        self.fail_commits = fail_commits
-        self.error = error
-        self.abort_fails = abort_fails
-        self.calls: list[str] = []
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.committed_sends: list[tuple[str, dict[str, Any]]] = []
-        self._open: list[tuple[str, dict[str, Any]]] = []
-
-    async def start(self) -> None:
-        self.calls.append("start")
-
-    async def stop(self) -> None:
-        self.calls.append("stop")
-
-    async def begin_transaction(self) -> None:
-        self.calls.append("begin")
-        self._open = []
-
-    async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[None]:
-        self.sent.append((topic, kwargs))
-        self._open.append((topic, kwargs))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-    async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
-        self.calls.append("offsets")
-
-    async def commit_transaction(self) -> None:
-        self.calls.append("commit")
-        if self.fail_commits:
-            self.fail_commits -= 1
-            raise self.error()
-        self.committed_sends += self._open
-
-    async def abort_transaction(self) -> None:
-        self.calls.append("abort")
-        if self.abort_fails:
-            raise IllegalStateError("transaction in a fatal state")
-        self._open = []
 
 
 class FakeConsumer:

@@ -1,18 +1,29 @@
-"""Helpers for practice-admin tests: fakes for Kafka-backed sources, sign-in over HTTP."""
+"""Helpers for practice-admin tests: fakes for Kafka-backed sources, rows in the insights
+projection for the send log, sign-in over HTTP."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from devkit.insights_samples import OutcomeTruth, _appointment, _outcome, _rid
 from schemas.models import PracticeConfig
 from services.common.clock import FakeClock
 from services.common.settings import SmtpSettings
+from services.insights.projection import (
+    appointment_row,
+    dedupe_appointments,
+    dedupe_outcomes,
+    outcome_row,
+)
+from services.insights.store import write_batch
 from services.practice_admin.config_store import VersionConflict
 from services.practice_admin.mailer import SmtpMailer
 from services.practice_admin.outcomes import LogRow, Scheduled
@@ -63,20 +74,77 @@ class FakeConfigs:
         return True
 
 
-@dataclass
-class FakeOutcomes:
-    rows: dict[str, list[LogRow]] = field(default_factory=dict)
-    scheduled: dict[str, list[Scheduled]] = field(default_factory=dict)
-
-    def outcomes(self, practice_id: str, labels: dict[str, str] | None = None) -> list[LogRow]:
-        return sorted(self.rows.get(practice_id, []), key=lambda r: r.at, reverse=True)
-
-    def upcoming(self, practice_id: str, now: datetime, hours: float) -> list[Scheduled]:
-        until = now + timedelta(hours=hours)
-        return [s for s in self.scheduled.get(practice_id, []) if now <= s.start < until]
-
-    def ready(self) -> bool:
-        return True
+async def project_log(
+    engine: AsyncEngine,
+    practice_id: str,
+    rows: Iterable[LogRow] = (),
+    scheduled: Iterable[Scheduled] = (),
+) -> None:
+    """Puts send-log rows and booked appointments into the insights projection, through
+    the projection's own decoding and writer, as ``reminders run insights`` would."""
+    appointments, outcomes = [], []
+    for row in rows:
+        assert row.start is not None
+        appointments.append(
+            appointment_row(
+                _appointment(
+                    practice_id,
+                    row.appointment_id,
+                    sequence=1,
+                    status="booked",
+                    start=row.start,
+                    booked_at=row.start - timedelta(days=2),
+                    updated_at=row.at,
+                    code="CONS",
+                    display=row.type_label,
+                    patient=row.patient_id,
+                    meeting=False,
+                    via="portal",
+                )
+            )
+        )
+        outcomes.append(
+            outcome_row(
+                _outcome(
+                    OutcomeTruth(
+                        _rid(practice_id, row.appointment_id, row.start),
+                        practice_id,
+                        row.appointment_id,
+                        row.start,
+                        row.status,
+                        row.channel,
+                        row.reason,
+                        row.at,
+                    )
+                )
+            )
+        )
+    for s in scheduled:
+        appointments.append(
+            appointment_row(
+                _appointment(
+                    practice_id,
+                    s.appointment_id,
+                    sequence=1,
+                    status="booked",
+                    start=s.start,
+                    booked_at=s.start - timedelta(days=2),
+                    updated_at=s.start - timedelta(days=2),
+                    code=s.type_label,
+                    display="Consult",
+                    patient="pt-scheduled",
+                    meeting=False,
+                    via="portal",
+                )
+            )
+        )
+    async with engine.begin() as connection:
+        await write_batch(
+            connection,
+            appointments=dedupe_appointments(appointments),
+            outcomes=dedupe_outcomes(outcomes),
+            positions={},
+        )
 
 
 class FakeMailer(SmtpMailer):

@@ -24,7 +24,15 @@ from services.common.followup._figures import (
     figures_from_facts,
 )
 from services.common.followup._render import CSV_COLUMNS, report_csv, report_text
-from services.common.followup._sendlog import SendLogEntry, recent_outcomes
+from services.common.followup._sendlog import (
+    DecidedCount,
+    SendLogEntry,
+    UpcomingAppointment,
+    count_outcomes,
+    decided_since,
+    recent_outcomes,
+    upcoming_appointments,
+)
 from services.common.followup._tables import (
     FollowupAppointment,
     FollowupOutcome,
@@ -40,6 +48,7 @@ __all__ = [
     "LEAD_BUCKETS",
     "ZONE",
     "AppointmentFact",
+    "DecidedCount",
     "Figure",
     "FollowupAppointment",
     "FollowupOutcome",
@@ -48,9 +57,12 @@ __all__ = [
     "OutcomeCount",
     "Report",
     "SendLogEntry",
+    "UpcomingAppointment",
     "as_utc",
     "build_report",
     "chart_svg",
+    "count_outcomes",
+    "decided_since",
     "figures_from_facts",
     "iso_week",
     "lead_bucket",
@@ -60,6 +72,7 @@ __all__ = [
     "report_csv",
     "report_text",
     "start_of_reminder",
+    "upcoming_appointments",
     "week_monday",
     "weeks_back",
 ]

@@ -38,8 +38,9 @@ class FollowupAppointment(Base):
     type_display: Mapped[str] = mapped_column(String(200))
     patient_id: Mapped[str] = mapped_column(String(64))
     is_meeting: Mapped[bool] = mapped_column(Boolean)
-    # When the state became cancelled (the cancelling version's updated_at) and through
-    # which door that version came (portal: the patient); null while not cancelled.
+    # When the state became cancelled (the cancelling version's updated_at) and the
+    # booked_via that version carries (portal|phone|desk|other, as the HIS sent it); null
+    # while not cancelled. The records name no "cancelled by": see docs/insights.md.
     cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancelled_via: Mapped[str | None] = mapped_column(String(16))
     # Seconds from the cancellation to the start (was the slot freed in time?).
