@@ -10,6 +10,11 @@ and a share of meetings. Then one BookingEventsService (this process, so its pea
 is the service's own) processes the backlog; the figures are printed: events/s from
 the first fetched batch to the last committed one, peak RSS, the results by kind, and the
 time to rebuild the state from appointments.v1 on a restart.
+
+The floor, in the same run: a raw aiokafka consume-transform-produce of the same events
+(read_committed consumer, ``json.loads``/``json.dumps`` of each value, one
+transactional producer per partition, offsets committed in the transaction, batches of
+the service's size) into a scratch topic. One line: figure, floor, ratio (target >= 50%).
 """
 
 from __future__ import annotations
@@ -187,6 +192,55 @@ async def _ready(service: Any) -> None:
         await asyncio.sleep(0.02)
 
 
+async def _raw_floor(settings: Settings, count: int, batch_size: int) -> float:
+    """Events/s of a raw aiokafka consume-transform-produce of his.appointments.v1."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import NewTopic
+
+    from services.common.kafka import admin_client, make_consumer, make_producer
+
+    kafka = settings.kafka
+    source = Topics(kafka.topic_prefix).his_appointments
+    target = f"{kafka.topic_prefix}bench.raw-ctp.v1"
+    group = f"{kafka.topic_prefix}bench-raw-ctp"
+    admin = admin_client(kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(target, kafka.partitions, 1)])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(source, p) for p in range(kafka.partitions)]
+    consumer = make_consumer(kafka, max_partition_fetch_bytes=4 * 1024 * 1024)
+    producers = {
+        tp.partition: make_producer(kafka, transactional_id=f"{group}-{tp.partition}")
+        for tp in partitions
+    }
+    await consumer.start()
+    await asyncio.gather(*(p.start() for p in producers.values()))
+    consumer.assign(partitions)
+    done = 0
+    started = time.monotonic()
+    try:
+
+        async def one(tp: TopicPartition, records: list[Any]) -> None:
+            producer = producers[tp.partition]
+            async with producer.transaction():
+                for record in records:
+                    value = json.dumps(json.loads(record.value)).encode()
+                    await producer.send(target, value, key=record.key, partition=tp.partition)
+                offsets = {tp: records[-1].offset + 1}
+                await producer.send_offsets_to_transaction(offsets, group)
+
+        while done < count:
+            batches = await consumer.getmany(timeout_ms=500, max_records=batch_size)
+            await asyncio.gather(*(one(tp, records) for tp, records in batches.items()))
+            done += sum(len(records) for records in batches.values())
+        return done / (time.monotonic() - started)
+    finally:
+        await consumer.stop()
+        await asyncio.gather(*(p.stop() for p in producers.values()))
+
+
 async def _run_service(settings: Settings, count: int) -> None:
     from services.booking_events.app import BookingEventsService
 
@@ -236,6 +290,14 @@ async def _run_service(settings: Settings, count: int) -> None:
     )
     await service.stop()
     print(f"peak RSS after the restart: {_peak_rss_mb():.0f} MB")
+
+    floor = await _raw_floor(settings, count, settings.booking_events.batch_size)
+    rate = count / elapsed
+    print(
+        f"booking_events {rate:,.0f} events/s, floor raw aiokafka consume-transform-produce "
+        f"{floor:,.0f} events/s (same events, same batch size, transactional), ratio "
+        f"{rate / floor:.1%} (target >= 50%); service CPU {cpu / count * 1e6:,.0f} us/event"
+    )
 
 
 def main() -> int:

@@ -11,6 +11,12 @@ otherwise share the GIL with the notifier). Printed per batch size: partition lo
 time, reminders/s from "all partitions ready" to "every outcome committed", the mean
 batch time (decide + send + transaction), the transactions per second and the notifier's
 CPU per reminder (less sensitive than reminders/s to other load on a shared machine).
+
+The floor, measured in the same round right after the notifier: raw aiosmtplib sending
+the same messages (composed beforehand by the notifier's own Deliverer, untimed) over
+the same number of connections (``--connections``, the notifier's SMTP pool size) to
+the same sink. One line per batch size: figure, floor, ratio (target >= 70%) and CPU
+per reminder (target <= 1 ms).
 """
 
 from __future__ import annotations
@@ -30,10 +36,19 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `services` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from email.message import EmailMessage
+
 from prometheus_client import REGISTRY
 
+from bench.smtp_pool import run_raw
 from devkit.sinks.smtp_sink import SmtpSink
-from schemas.models import appointment_key
+from schemas.models import (
+    Appointment,
+    PatientPreferences,
+    PracticeConfig,
+    ReminderDue,
+    appointment_key,
+)
 from services.common.codec import encode
 from services.common.kafka import create_topics, make_producer
 from services.common.partition import partition_for
@@ -45,7 +60,11 @@ from services.common.settings import (
     SmtpSettings,
 )
 from services.common.topics import Topics
+from services.domain.render import render_reminder
 from services.notifier.app import NotifierService
+from services.notifier.delivery import Deliverer
+from services.notifier.patient_mail import patient_mail_from_settings
+from services.notifier.retry import RetryPolicy
 from services.notifier.samples import (
     sample_appointment,
     sample_config,
@@ -63,7 +82,10 @@ def _sink_process(conn: Connection) -> None:
     sink.stop()
 
 
-async def _publish(kafka: KafkaSettings, reminders: int, practices: int) -> None:
+Joined = tuple[ReminderDue, PracticeConfig, Appointment, PatientPreferences]
+
+
+async def _publish(kafka: KafkaSettings, reminders: int, practices: int) -> list[Joined]:
     topics = Topics(kafka.topic_prefix)
     producer = make_producer(kafka, linger_ms=20)
     await producer.start()
@@ -71,8 +93,9 @@ async def _publish(kafka: KafkaSettings, reminders: int, practices: int) -> None
     start = (now + timedelta(days=1)).replace(microsecond=0)
     try:
         ids = [f"{n:08d}" for n in range(practices)]
+        configs = {}
         for practice in ids:
-            config = sample_config(practice)
+            config = configs[practice] = sample_config(practice)
             await producer.send(
                 topics.practice_config,
                 encode(config),
@@ -80,6 +103,7 @@ async def _publish(kafka: KafkaSettings, reminders: int, practices: int) -> None
                 partition=partition_for(practice, kafka.partitions),
             )
         dues = []
+        joined: list[Joined] = []
         for i in range(reminders):
             practice = ids[i % practices]
             part = partition_for(practice, kafka.partitions)
@@ -93,6 +117,7 @@ async def _publish(kafka: KafkaSettings, reminders: int, practices: int) -> None
                 topics.patient_preferences, encode(prefs), key=prefs.key.encode(), partition=part
             )
             dues.append((sample_due(appt, fired_at=now), part))
+            joined.append((dues[-1][0], configs[practice], appt, prefs))
         await producer.flush()
         for due, part in dues:
             key = appointment_key(due.practice_id, due.appointment_id).encode()
@@ -100,6 +125,32 @@ async def _publish(kafka: KafkaSettings, reminders: int, practices: int) -> None
         await producer.flush()
     finally:
         await producer.stop()
+    return joined
+
+
+class _Capture:
+    def __init__(self) -> None:
+        self.sent: list[EmailMessage] = []
+
+    async def send(self, msg: EmailMessage) -> None:
+        self.sent.append(msg)
+
+
+async def _same_messages(settings: Settings, joined: list[Joined]) -> list[EmailMessage]:
+    """What the notifier sent, composed by its own Deliverer (for the raw floor)."""
+    capture = _Capture()
+    deliverer = Deliverer(
+        email=capture,
+        push=None,
+        policy=RetryPolicy(attempts=1, base_delay=0.01, max_delay=0.01),
+        message_id_domain=settings.smtp.message_id_domain,
+        patient_mail=patient_mail_from_settings(settings),
+    )
+    now = datetime.now(UTC)
+    for due, config, appt, prefs in joined:
+        rendered = render_reminder(config, appt, prefs.language)
+        await deliverer.deliver(due, ("email",), config, appt, prefs, rendered, now)
+    return capture.sent
 
 
 async def _until(check: Callable[[], bool]) -> None:
@@ -114,7 +165,13 @@ def _batch_stats() -> tuple[float, float]:
 
 
 async def _round(
-    bootstrap: str, partitions: int, batch_size: int, reminders: int, practices: int, port: int
+    bootstrap: str,
+    partitions: int,
+    batch_size: int,
+    reminders: int,
+    practices: int,
+    port: int,
+    connections: int,
 ) -> str:
     kafka = KafkaSettings(
         bootstrap_servers=bootstrap,
@@ -123,10 +180,10 @@ async def _round(
         client_id="bench-notifier",
     )
     await create_topics(kafka)
-    await _publish(kafka, reminders, practices)
+    joined = await _publish(kafka, reminders, practices)
     settings = Settings(
         kafka=kafka,
-        smtp=SmtpSettings(host="127.0.0.1", port=port, security="none", pool_size=8),
+        smtp=SmtpSettings(host="127.0.0.1", port=port, security="none", pool_size=connections),
         metrics=MetricsSettings(port=0),
         notifier=NotifierSettings(batch_size=batch_size),
     )
@@ -154,10 +211,15 @@ async def _round(
     batches = batches_after - batches_before
     mean_batch = (seconds_after - seconds_before) / batches if batches else 0.0
     rate = reminders / (done - ready)
+    messages = await _same_messages(settings, joined)
+    floor = await run_raw(port, messages, connections, connections)
+    cpu_ms = cpu / reminders * 1e3
     return (
-        f"batch {batch_size:>4}  load {ready - began:6.2f} s  {rate:8.0f} reminders/s  "
-        f"mean batch {mean_batch * 1000:7.1f} ms  {batches / (done - ready):6.1f} txn/s  "
-        f"notifier CPU {cpu / reminders * 1e3:5.2f} ms/reminder"
+        f"batch {batch_size:>4}: notifier {rate:6.0f} reminders/s, floor raw aiosmtplib "
+        f"{floor:6.0f} msg/s ({connections} connections, same messages), ratio "
+        f"{rate / floor:6.1%} (target >= 70%); notifier CPU {cpu_ms:5.2f} ms/reminder "
+        f"(target <= 1); load {ready - began:5.2f} s, mean batch {mean_batch * 1000:6.1f} ms, "
+        f"{batches / (done - ready):5.1f} txn/s"
     )
 
 
@@ -168,6 +230,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--batch-sizes", default="5,20,100")
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--connections", type=int, default=8, help="SMTP connections (both)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -189,11 +252,19 @@ def main() -> int:
         )
         for size in (int(s) for s in args.batch_sizes.split(",")):
             line = asyncio.run(
-                _round(bootstrap, args.partitions, size, args.reminders, args.practices, port)
+                _round(
+                    bootstrap,
+                    args.partitions,
+                    size,
+                    args.reminders,
+                    args.practices,
+                    port,
+                    args.connections,
+                )
             )
             print(line, flush=True)
         parent.send("count")
-        print(f"messages accepted by the sink: {parent.recv()}")
+        print(f"messages accepted by the sink (notifier and floor): {parent.recv()}")
     finally:
         parent.send("stop")
         sink.join(timeout=10)

@@ -26,6 +26,7 @@ from devkit.local_kafka import LocalKafka
 from schemas import PracticeConfig, PushSubscriptionRecord, ReminderDue
 from services.common.settings import KafkaSettings
 from services.notifier.email import message_id_for
+from services.notifier.engine import POSSIBLE_DUPLICATE_NOTE as POSSIBLE_DUPLICATE_MARK
 from services.notifier.push import PushSubscription, push_topic
 
 __all__ = ["SCENARIOS", "ScenarioReport", "run_scenario"]
@@ -379,9 +380,14 @@ async def _evaluate(ctx: Context, wanted: set[str]) -> None:
     report.lost = len(lost)
     report.unexpected = sum(1 for k in received if k not in want)
     report.duplicates = sum(n - 1 for n in received.values() if n > 1)
-    # Only a notifier killed between the server's accept and its commit can resend.
-    report.duplicates_in_crash_window = report.duplicates if ctx.notifier_kills else 0
+    # Only a notifier killed between the server's accept and its commit can resend, and
+    # the next owner knows which records were in flight then: it marks their outcome
+    # "possible duplicate". A duplicate without that mark is a fault of ours.
     outcomes = await pipeline.outcomes()
+    flagged = {o.reminder_id for o in outcomes if o.detail and POSSIBLE_DUPLICATE_MARK in o.detail}
+    report.duplicates_in_crash_window = sum(
+        n - 1 for k, n in received.items() if n > 1 and k in want and want[k] in flagged
+    )
     seen = {o.reminder_id for o in outcomes}
     report.missing_outcomes = len(wanted - seen)
     failed = {o.reminder_id for o in outcomes if o.status == "failed"}

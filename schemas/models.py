@@ -175,13 +175,14 @@ INSTANT_RANGE = (
 
 
 def _sane_instant(value: datetime) -> datetime:
+    # This runs for every time of every event. A UTC offset is less than a day, so a
+    # local year 2001..2098 is inside the range whatever the zone: no offset arithmetic.
+    if 2001 <= value.year <= 2098:
+        return value
     low, high = INSTANT_RANGE
-    try:
-        offset = value.utcoffset()
-        utc = value.replace(tzinfo=None) - (offset or dt.timedelta(0))
-    except OverflowError:
-        utc = None
-    if utc is None or not low.replace(tzinfo=None) <= utc < high.replace(tzinfo=None):
+    # Aware datetimes compare as instants (by UTC), and the comparison cannot overflow
+    # where converting year 1 or 9999 to UTC would.
+    if not low <= value < high:
         raise PydanticCustomError(
             "time_out_of_range",
             "the time must lie between 2000-01-01 and 2100-01-01 (UTC)",

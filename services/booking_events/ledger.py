@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Literal, NamedTuple
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import msgspec
 
 from schemas.models import AppointmentEvent
-from services.common.codec import DecodeError, validation_reason
+from services.common.codec import DecodeError
 
 __all__ = ["Ledger", "Seen", "Verdict", "judge", "seen_from_state"]
 
@@ -44,24 +44,29 @@ def judge(seen: Seen | None, event: AppointmentEvent) -> Verdict:
     return "accepted"
 
 
-class _StateView(BaseModel):
-    """The fields of an Appointment record the ledger keeps (the rest is not parsed)."""
-
-    model_config = ConfigDict(extra="ignore")
+class _StateView(msgspec.Struct, gc=False):
+    """The fields of an Appointment record the ledger keeps. This is the service's own
+    output (validated with the contract when it was written), read back on every
+    assignment: msgspec decodes just these fields and skips the rest unparsed."""
 
     sequence: int
-    last_event_id: UUID | None = None
-    # Kept as text: parsing times is most of the cost of a reload.
-    booked_at: str
+    booked_at: str  # kept as text: parsing times is most of the cost of a reload
     end: str
+    last_event_id: UUID | None = None
+
+
+_STATE_VIEW = msgspec.json.Decoder(_StateView)
 
 
 def seen_from_state(value: bytes) -> Seen:
     """The ledger entry of an ``appointments.v1`` record; :class:`DecodeError` if broken."""
     try:
-        view = _StateView.model_validate_json(value)
-    except ValidationError as exc:
-        raise DecodeError("invalid", validation_reason(exc)) from exc
+        view = _STATE_VIEW.decode(value)
+    except msgspec.ValidationError as exc:
+        # msgspec names the field and the expected type, never the value.
+        raise DecodeError("invalid", str(exc)[:1000]) from exc
+    except msgspec.DecodeError as exc:
+        raise DecodeError("invalid", "the value is not JSON") from exc
     try:
         end = datetime.fromisoformat(view.end).timestamp()
         datetime.fromisoformat(view.booked_at)

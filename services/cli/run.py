@@ -60,5 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"service {args.service} is not available: {exc}") from exc
     app = module.create_app(settings)
-    asyncio.run(app.run())
+    # A service may name its event loop (the gateway runs on uvloop); else asyncio's.
+    with asyncio.Runner(loop_factory=getattr(app, "loop_factory", None)) as runner:
+        runner.run(app.run())
     return int(getattr(app, "exit_code", 0))

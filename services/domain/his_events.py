@@ -87,6 +87,7 @@ integers) and a ``lastUpdated`` (epoch milliseconds) do not compare.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -95,7 +96,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas.models import MAX_INT64, AppointmentEvent
@@ -304,12 +305,23 @@ def validation_problems(
     return found
 
 
+# One decoder for every record (json.loads with a hook builds a new one per call).
+_DUPLICATES: Final = json.JSONDecoder(object_pairs_hook=no_duplicate_keys)
+
+
 def duplicate_key_problem(value: bytes | str) -> Problem | None:
     """A Problem if a JSON object in ``value`` names a key twice (the last would win
     silently: ``"id":"123456782","id":"pt-1"``), else None. Invalid JSON is left to the
     model's parser."""
     try:
-        json.loads(value, object_pairs_hook=no_duplicate_keys)
+        # What json.loads does with bytes and str, on the shared decoder.
+        if isinstance(value, str):
+            if value.startswith("\ufeff"):
+                return None  # json.loads refuses a BOM in a str
+            text = value
+        else:
+            text = value.decode(json.detect_encoding(value), "surrogatepass")
+        _DUPLICATES.decode(text)
     except DuplicateKey as exc:
         key = str(exc)[:40]
         return Problem(
@@ -421,7 +433,8 @@ class Coding(_Fhir):
 
 
 class CodeableConcept(_Fhir):
-    coding: list[Coding] = []
+    # default_factory: a literal [] default is deep-copied for every instance
+    coding: list[Coding] = Field(default_factory=list)
     text: str | None = None
 
 
@@ -438,7 +451,7 @@ class Reference(_Fhir):
 
 
 class Participant(_Fhir):
-    type: list[CodeableConcept] = []
+    type: list[CodeableConcept] = Field(default_factory=list)
     actor: Reference | None = None
     required: str | None = None
     status: str | None = None
@@ -449,7 +462,7 @@ class Meta(_Fhir):
     versionId: str | None = None
     lastUpdated: AwareDatetime | None = None
     source: str | None = None
-    tag: list[Coding] = []
+    tag: list[Coding] = Field(default_factory=list)
 
 
 class FhirAppointment(_Fhir):
@@ -457,18 +470,26 @@ class FhirAppointment(_Fhir):
 
     resourceType: str
     id: str | None = None
-    identifier: list[Identifier] = []
+    identifier: list[Identifier] = Field(default_factory=list)
     meta: Meta | None = None
     status: Any = None
     appointmentType: CodeableConcept | None = None
-    serviceType: list[CodeableConcept] = []
+    serviceType: list[CodeableConcept] = Field(default_factory=list)
     start: Any = None
     end: Any = None
-    participant: list[Participant] = []
+    participant: list[Participant] = Field(default_factory=list)
+
+
+_NAMESPACE_BYTES: Final = EVENT_ID_NAMESPACE.bytes
 
 
 def event_id_for(practice_id: str, appointment_id: str, sequence: int) -> uuid.UUID:
-    return uuid.uuid5(EVENT_ID_NAMESPACE, f"{practice_id}/{appointment_id}/{sequence}")
+    # uuid.uuid5(EVENT_ID_NAMESPACE, name), without its per-call import and bytes property
+    name = f"{practice_id}/{appointment_id}/{sequence}".encode()
+    return uuid.UUID(
+        bytes=hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16],
+        version=5,
+    )
 
 
 def parse_fhir(value: bytes | None, *, received_at: datetime) -> AppointmentEvent:
@@ -618,7 +639,9 @@ def _actor(actor: Reference | None) -> tuple[str | None, str | None]:
         return None, None
     kind, ident = actor.type, None
     if actor.reference:
-        parts = [p for p in actor.reference.split("/") if p]
+        parts = actor.reference.split("/")
+        if "" in parts:
+            parts = [p for p in parts if p]
         if "_history" in parts:
             parts = parts[: parts.index("_history")]
         if len(parts) >= 2 and parts[-2][:1].isupper():

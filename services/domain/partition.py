@@ -8,6 +8,8 @@ function computes for the practice's compacted records.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 __all__ = ["murmur2", "partition_for"]
 
 _M = 0x5BD1E995
@@ -40,6 +42,8 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
+# Practices are few and every record names one: murmur2 in Python is kept per practice.
+@lru_cache(maxsize=65_536)
 def partition_for(practice_id: str, partitions: int) -> int:
     """The partition of every record of this practice (Kafka's ``toPositive(murmur2) % n``)."""
     if partitions < 1:

@@ -23,7 +23,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
-from starlette.routing import Match, Route
+from starlette.requests import ClientDisconnect
 
 from schemas.models import AppointmentEvent
 from services.his_gateway import metrics
@@ -112,8 +112,33 @@ def _unauthorized(error: str | None, text: str) -> Refusal:
     return Refusal(401, operation_outcome([issue("login", text)]), {"WWW-Authenticate": challenge})
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    """The request headers a write reads (the first of each, as Starlette's ``get``)."""
+
+    authorization: str | None
+    content_type: str | None
+    content_length: str | None
+    prefer: str | None
+
+    @classmethod
+    def of(cls, scope: Scope) -> _Head:
+        found: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            if name in _HEAD_NAMES and name not in found:
+                found[name] = value
+        return cls(*(_latin1(found.get(name)) for name in _HEAD_NAMES))
+
+
+_HEAD_NAMES: Final = (b"authorization", b"content-type", b"content-length", b"prefer")
+
+
+def _latin1(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -152,6 +177,79 @@ class _RequestMetrics:
 
 # --------------------------------------------------------------------------- the app
 
+WriteEndpoint = Callable[[Scope, Receive], Awaitable[Response]]
+_PUT_PREFIX: Final = "/fhir/Appointment/"
+_PUT_TEMPLATE: Final = "/fhir/Appointment/{appointment_id}"
+_EVENTS_PATH: Final = "/v1/appointment-events"
+
+
+class _GatewayApi(FastAPI):
+    """FastAPI, with the two write routes served before its middleware stack.
+
+    A PUT or POST there goes straight to its endpoint: no dependency solving, exception
+    middlewares, body-limit or telemetry wrappers (the endpoints read and limit the body
+    themselves), only the request counter. Everything else, and the OpenAPI document of
+    the twins of those routes, is FastAPI's. ``root_path`` deployments take the normal
+    path.
+    """
+
+    put_endpoint: WriteEndpoint | None = None
+    post_endpoint: WriteEndpoint | None = None
+    _counters: dict[tuple[str, int], Counter]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path"):
+            path: str = scope["path"]
+            method: str = scope["method"]
+            if method == "PUT" and path.startswith(_PUT_PREFIX) and self.put_endpoint:
+                appointment_id = path[len(_PUT_PREFIX) :]
+                if appointment_id and "/" not in appointment_id:
+                    await self._write(_PUT_TEMPLATE, self.put_endpoint, scope, receive, send)
+                    return
+            elif method == "POST" and path == _EVENTS_PATH and self.post_endpoint:
+                await self._write(_EVENTS_PATH, self.post_endpoint, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    async def _write(
+        self, template: str, endpoint: WriteEndpoint, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        status = 500
+        started = False
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            try:
+                response = await endpoint(scope, receive)
+            except Refusal as refusal:
+                response = refusal.response()
+            status = response.status_code
+            await response(scope, receive, sending)
+        except ClientDisconnect:
+            status = 499  # nobody to answer
+        except Exception:
+            # As Starlette's ServerErrorMiddleware: a plain 500, then the server logs it.
+            if not started:
+                await Response("Internal Server Error", 500, media_type="text/plain")(
+                    scope, receive, send
+                )
+            raise
+        finally:
+            self._count(template, status)
+
+    def _count(self, template: str, status: int) -> None:
+        key = (template, status)
+        counters = self.__dict__.setdefault("_counters", {})
+        counter = counters.get(key)
+        if counter is None:
+            counter = metrics.REQUESTS.labels(endpoint=template, status=str(status))
+            counters[key] = counter
+        counter.inc()
+
 
 @dataclass(frozen=True)
 class _Verdict:
@@ -172,7 +270,7 @@ def build_api(gateway: Gateway) -> FastAPI:
         finally:
             await gateway.stop()
 
-    app = FastAPI(
+    app = _GatewayApi(
         title="e-afspraken his-gateway",
         version="1",
         summary="The HTTP front door for HIS vendors: FHIR R4 Appointment and native events.",
@@ -198,9 +296,8 @@ def build_api(gateway: Gateway) -> FastAPI:
     max_body = gateway.settings.max_body_bytes
     max_batch = gateway.settings.max_batch
 
-    async def read_body(request: Request, limit: int = max_body) -> bytes:
+    async def read_body(receive: Receive, length: str | None, limit: int = max_body) -> bytes:
         """The body, refused (413) as soon as it passes ``limit``: never read whole first."""
-        length = request.headers.get("content-length")
         if length is not None:
             if not length.isdigit():
                 raise _refuse(400, "structure", "Content-Length is not a number")
@@ -208,15 +305,20 @@ def build_api(gateway: Gateway) -> FastAPI:
                 raise _refuse(413, "too-costly", f"the body is larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise _refuse(413, "too-costly", f"the body is larger than {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def authenticate(request: Request) -> ClientRecord:
-        header = request.headers.get("authorization")
+    async def authenticate(header: str | None) -> ClientRecord:
         if not header:
             raise _unauthorized(
                 None, "an access token is required: Authorization: Bearer (POST /oauth/token)"
@@ -265,7 +367,12 @@ def build_api(gateway: Gateway) -> FastAPI:
         started = time.perf_counter()
         try:
             placement = await gateway.publisher.publish(
-                OutRecord(practice_id=event.practice_id, value=value, fhir=fhir)
+                OutRecord(
+                    practice_id=event.practice_id,
+                    value=value,
+                    fhir=fhir,
+                    correlation_id=str(event.event_id),
+                )
             )
         except PublishFailed as exc:
             metrics.EVENTS.labels(result="failed").inc()
@@ -322,11 +429,13 @@ def build_api(gateway: Gateway) -> FastAPI:
         },
     )
     async def token(request: Request) -> Response:
-        if _media_type(request) != "application/x-www-form-urlencoded":
+        if _media_type(request.headers.get("content-type")) != "application/x-www-form-urlencoded":
             raise token_error(
                 400, "invalid_request", "send application/x-www-form-urlencoded parameters"
             )
-        body = await read_body(request, _TOKEN_BODY_LIMIT)
+        body = await read_body(
+            request.receive, request.headers.get("content-length"), _TOKEN_BODY_LIMIT
+        )
         form = _form(body)
         if form is None:
             raise token_error(400, "invalid_request", "the parameters are not form-encoded")
@@ -440,14 +549,18 @@ def build_api(gateway: Gateway) -> FastAPI:
         },
     )
     async def put_appointment(appointment_id: str, request: Request) -> Response:
-        return await put_endpoint(request)
+        return await put_endpoint(request.scope, request.receive)
 
-    async def put_endpoint(request: Request) -> Response:
-        appointment_id: str = request.path_params["appointment_id"]
-        client = await authenticate(request)
-        if _media_type(request) not in _JSON_TYPES:
+    async def put_endpoint(scope: Scope, receive: Receive) -> Response:
+        # The twin behind a root_path has it in path_params; the hot path in the path.
+        appointment_id: str = (
+            scope.get("path_params", {}).get("appointment_id") or scope["path"][len(_PUT_PREFIX) :]
+        )
+        head = _Head.of(scope)
+        client = await authenticate(head.authorization)
+        if _media_type(head.content_type) not in _JSON_TYPES:
             raise _refuse(415, "not-supported", f"send the resource as {FHIR_CONTENT_TYPE}")
-        body = await read_body(request)
+        body = await read_body(receive, head.content_length)
         resource_id = _resource_id(body)
         if resource_id is not None and resource_id != appointment_id:
             metrics.EVENTS.labels(result="invalid").inc()
@@ -473,7 +586,7 @@ def build_api(gateway: Gateway) -> FastAPI:
             "X-Kafka-Partition": str(placement.partition),
             "X-Kafka-Offset": str(placement.offset),
         }
-        prefer = request.headers.get("prefer", "").replace(" ", "").lower()
+        prefer = (head.prefer or "").replace(" ", "").lower()
         if "return=minimal" in prefer:
             return FhirResponse(None, headers=headers)
         if "return=operationoutcome" in prefer:
@@ -521,13 +634,14 @@ def build_api(gateway: Gateway) -> FastAPI:
         },
     )
     async def post_events(request: Request) -> Response:
-        return await post_endpoint(request)
+        return await post_endpoint(request.scope, request.receive)
 
-    async def post_endpoint(request: Request) -> Response:
-        client = await authenticate(request)
-        if _media_type(request) not in _JSON_TYPES:
+    async def post_endpoint(scope: Scope, receive: Receive) -> Response:
+        head = _Head.of(scope)
+        client = await authenticate(head.authorization)
+        if _media_type(head.content_type) not in _JSON_TYPES:
             raise _refuse(415, "not-supported", "send the events as application/json")
-        body = await read_body(request)
+        body = await read_body(receive, head.content_length)
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -618,26 +732,14 @@ def build_api(gateway: Gateway) -> FastAPI:
     async def prometheus() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    # The two write routes are served as plain Starlette routes in front of their FastAPI
-    # twins: the endpoints read the request themselves, so FastAPI's per-request
-    # dependency solving is pure overhead on the hot path. The twins stay for the OpenAPI
-    # document (FastAPI documents only its own routes) and answer the same if reached.
-    app.router.routes[:0] = [
-        _FastRoute("/fhir/Appointment/{appointment_id}", put_endpoint, methods=["PUT"]),
-        _FastRoute("/v1/appointment-events", post_endpoint, methods=["POST"]),
-    ]
+    # The two write routes are served by _GatewayApi before FastAPI's stack: the
+    # endpoints read the request themselves, so FastAPI's per-request machinery is pure
+    # overhead on the hot path. The FastAPI twins stay for the OpenAPI document and
+    # answer the same if reached (behind a root_path).
+    app.put_endpoint = put_endpoint
+    app.post_endpoint = post_endpoint
     _add_event_schema(app)
     return app
-
-
-class _FastRoute(Route):
-    """A Starlette route that names itself in the scope, as FastAPI's do (for metrics)."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child = super().matches(scope)
-        if match is not Match.NONE:
-            child["route"] = self
-        return match, child
 
 
 # --------------------------------------------------------------------------- helpers

@@ -8,7 +8,9 @@ and ``/metrics`` on the gateway's own port, beside the API and ``/openapi.json``
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
@@ -44,12 +46,25 @@ def build_gateway(settings: Settings) -> Gateway:
     )
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a dependency, except on Windows): the gateway spends a
+    good part of each request in the event loop and the transports."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 class GatewayApp:
-    """``exit_code`` is 0, or EXIT_REFUSED when the settings or the schema cannot work."""
+    """``exit_code`` is 0, or EXIT_REFUSED when the settings or the schema cannot work.
+    ``reminders run`` runs it on ``loop_factory``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.exit_code = 0
+        self.loop_factory = _loop_factory()
 
     def _refuse(self, reason: str) -> None:
         log.error(

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, Protocol
 
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream.kafka import KafkaBroker
 
 from services.common.kafka import check_partitions
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 _partition_for = lru_cache(maxsize=65536)(partition_for)
 
 _NATIVE_CONTENT_TYPE: Final = "application/json"
+_FHIR_HEADERS: Final = {"content-type": FHIR_CONTENT_TYPE}
+_NATIVE_HEADERS: Final = {"content-type": _NATIVE_CONTENT_TYPE}
 _RETRY_SECONDS: Final = 2.0
 _PING_SECONDS: Final = 5.0
 
@@ -47,11 +51,33 @@ class PublishFailed(RuntimeError):
     """The broker did not confirm the record in time; the client should retry."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OutRecord:
     practice_id: str
     value: bytes
     fhir: bool
+    # The record's correlation_id header (the event id); FastStream makes one up without.
+    correlation_id: str | None = None
+
+
+class KeyPartitioner:
+    """aiokafka's default partitioner (murmur2 of the key, as Kafka's Java client) with
+    the hash of each key remembered: murmur2 in pure Python costs tens of microseconds
+    per record, and the keys are practice ids, a small set. Keyless records go to
+    aiokafka's default (random) choice."""
+
+    def __init__(self, maxsize: int = 65536) -> None:
+        self._hash = lru_cache(maxsize=maxsize)(murmur2)
+        self._default = DefaultPartitioner()
+
+    def __call__(
+        self, key: bytes | None, all_partitions: Sequence[int], available: list[int]
+    ) -> int:
+        if key is None:
+            chosen: int = self._default(key, all_partitions, available)
+            return chosen
+        digest: int = self._hash(key)
+        return all_partitions[(digest & 0x7FFFFFFF) % len(all_partitions)]
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,7 @@ class KafkaPublisher:
             enable_idempotence=True,
             linger_ms=2,
             max_batch_size=256 * 1024,
+            partitioner=KeyPartitioner(),
             request_timeout_ms=int(timeout_seconds * 1000),
             logger=logging.getLogger("faststream.his_gateway"),
         )
@@ -148,17 +175,16 @@ class KafkaPublisher:
     async def publish(self, record: OutRecord) -> Placement:
         if not self._connected:
             raise PublishFailed("not connected to Kafka")
-        content_type = FHIR_CONTENT_TYPE if record.fhir else _NATIVE_CONTENT_TYPE
         try:
-            metadata = await asyncio.wait_for(
-                self.broker.publish(
+            # asyncio.timeout, not wait_for: no task per publish
+            async with asyncio.timeout(self._timeout):
+                metadata = await self.broker.publish(
                     record.value,
                     self.topic,
                     key=record.practice_id.encode("utf-8"),
-                    headers={"content-type": content_type},
-                ),
-                self._timeout,
-            )
+                    headers=_FHIR_HEADERS if record.fhir else _NATIVE_HEADERS,
+                    correlation_id=record.correlation_id,
+                )
         except Exception as exc:
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
         if self._partitions and metadata.partition != _partition_for(

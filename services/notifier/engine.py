@@ -102,7 +102,7 @@ from services.notifier.metrics import (
 )
 from services.notifier.tables import NotifierTables
 
-__all__ = ["NotifierContext", "PartitionWorker", "WorkerState"]
+__all__ = ["POSSIBLE_DUPLICATE_NOTE", "NotifierContext", "PartitionWorker", "WorkerState"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ WorkerState = Literal["loading", "ready", "blocked", "stopped", "failed"]
 # How often (service time) a held partition forgets sent reminders past their memory.
 _PRUNE_EVERY = timedelta(minutes=5)
 _FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
-_POSSIBLE_DUPLICATE_NOTE = "possible duplicate: in flight when an earlier owner stopped"
+POSSIBLE_DUPLICATE_NOTE = "possible duplicate: in flight when an earlier owner stopped"
 
 
 @dataclass
@@ -524,7 +524,7 @@ class PartitionWorker:
         due = item.due
         assert due is not None
         if item.possible_duplicate:
-            detail = f"{detail}; {_POSSIBLE_DUPLICATE_NOTE}" if detail else _POSSIBLE_DUPLICATE_NOTE
+            detail = f"{detail}; {POSSIBLE_DUPLICATE_NOTE}" if detail else POSSIBLE_DUPLICATE_NOTE
         return Outcome.model_validate(
             {
                 "reminder_id": due.reminder_id,

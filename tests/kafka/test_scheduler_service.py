@@ -132,6 +132,7 @@ async def test_a_reminder_fires_once_at_its_due_time(world: World) -> None:
     service = await world.start()
     assert not ready(service)  # nothing assigned and loaded yet
     await eventually(lambda: ready(service), what="scheduler ready")
+    ready_at = datetime.now(UTC)
     assert service.readiness()[1]["partitions"] == {"0": "loaded", "1": "loaded", "2": "loaded"}
     (due,) = await world.dues(expect=1, settle=3)
     assert due.reminder_id == reminder_id_for(P1, "a-1", start)
@@ -139,8 +140,11 @@ async def test_a_reminder_fires_once_at_its_due_time(world: World) -> None:
     assert due.reason is None and due.patient_id == "pat-1" and due.start == start
     # at its due time: never early; the bound only catches a wrong moment (the lateness
     # itself is measured by bench/scheduler.py, not asserted here)
-    lateness = (due.fired_at - due.due_at).total_seconds()
-    assert 0 <= lateness < 5, lateness
+    # (on a loaded machine the service may only be ready after the due time: then it fires
+    # right after loading)
+    assert due.fired_at >= due.due_at
+    lateness = (due.fired_at - max(due.due_at, ready_at)).total_seconds()
+    assert lateness < 5, lateness
     fired = await read_committed(world.kafka, world.topics.reminders_fired, expect=1, settle=0)
     (marker,) = [decode(FiredMarker, r.value) for r in fired]
     assert marker.reminder_id == due.reminder_id and fired[0].partition == 1
@@ -189,7 +193,10 @@ async def test_reschedule_cancel_policy_change_meeting_and_switched_off(world: W
 
     clock.set(datetime(2026, 6, 3, 16, 0, tzinfo=UTC))  # 18:00 in Amsterdam
     dues = await world.dues(expect=3)
-    assert dues[-1].appointment_id == "policy" and dues[-1].due_at == clock.now()
+    # (the dues come from several partitions: their order in the list is not the firing order)
+    assert Counter(d.appointment_id for d in dues) == {"meeting": 1, "off": 1, "policy": 1}
+    (policy_due,) = [d for d in dues if d.appointment_id == "policy"]
+    assert policy_due.due_at == clock.now()
 
     clock.set(moved - day)
     dues = await world.dues(expect=4)

@@ -137,3 +137,18 @@ def test_unknown_type_gets_a_neutral_summary_and_the_practice_as_location() -> N
     assert str(event["summary"]) == "Appointment at Huisartsenpraktijk De Linde"
     assert str(event["location"]) == "Huisartsenpraktijk De Linde"
     assert b"bloedonderzoek" not in raw
+
+
+@pytest.mark.parametrize(
+    "start",
+    [datetime(2027, 3, 29, 9, 30, tzinfo=AMS), datetime(2026, 12, 31, 23, 55, tzinfo=AMS)],
+)
+def test_written_in_pieces_it_is_one_calendar_as_icalendar_writes_it(start: datetime) -> None:
+    """The head and VTIMEZONE are cached bytes: the whole still reads as one VCALENDAR
+    (a VTIMEZONE per year it touches, one VEVENT) and icalendar writes it back unchanged."""
+    raw = _ics(start=start)
+    calendar = Calendar.from_ical(raw)
+    assert calendar.to_ical() == raw
+    assert [c.name for c in calendar.subcomponents][-1] == "VEVENT"
+    years = {start.year, (start + timedelta(minutes=10)).year}
+    assert len(calendar.walk("VTIMEZONE")) == len(years)
