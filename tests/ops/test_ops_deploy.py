@@ -19,28 +19,47 @@ from services.cli.run import SERVICES as RUNNABLE
 from services.common.settings import Settings
 from tests.ops.ops_support import DEPLOY, ROOT, need_tool
 
-# The services that exist in this tree: `reminders run` names the web doors before their
-# packages land, and a deployment cannot run a service that is not there yet.
-# The web doors (practice-admin, his-gateway) serve their pages and /metrics on their own
-# port and have no deployment files yet; the Kafka services are checked here.
-WEB_DOORS = {"practice-admin", "his-gateway"}
+# The services that exist in this tree: `reminders run` names a service before its package
+# lands, and a deployment cannot run a service that is not there yet.
 SERVICES = {
     name: module
     for name, module in RUNNABLE.items()
-    if name not in WEB_DOORS and importlib.util.find_spec(module.rpartition(".")[0]) is not None
+    if importlib.util.find_spec(module.rpartition(".")[0]) is not None
 }
 
 COMPOSE = DEPLOY / "compose.yaml"
 K8S = DEPLOY / "k8s"
 METRICS_PORT = 9400
-_INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
+# The web doors serve their pages or API, /healthz, /readyz and /metrics on their own port
+# (REMINDERS_ADMIN__PORT, REMINDERS_GATEWAY__PORT); the Kafka services on METRICS_PORT.
+DOOR_PORTS = {"practice-admin": 8080, "his-gateway": 8081}
+# The secrets the doors need: never a value in a deployment file.
+DOOR_SECRETS = {
+    "practice-admin": "REMINDERS_ADMIN__SECRET_KEY",
+    "his-gateway": "REMINDERS_GATEWAY__TOKEN_SECRET",
+}
+# The services with tables in the shared database.
+DB_USERS = {"insights", "practice-admin", "his-gateway"}
+_INTERPOLATION = re.compile(r"\$\{([A-Z0-9_]+)(?:(:?[-?])([^}]*))?\}")
+# What the tests put in for a required variable (`${NAME:?message}`).
+REQUIRED = "required-from-the-environment-{}"
+
+
+def _port(name: str) -> int:
+    return DOOR_PORTS.get(name, METRICS_PORT)
+
+
+def _interpolate(match: re.Match[str]) -> str:
+    if match.group(2) and match.group(2).endswith("?"):
+        return REQUIRED.format(match.group(1).lower())
+    return match.group(3) or ""
 
 
 def _compose() -> dict[str, Any]:
     text = COMPOSE.read_text(encoding="utf-8")
-    # Compose interpolation with defaults, as `docker compose config` would do it without
-    # any variables set.
-    text = _INTERPOLATION.sub(lambda m: m.group(2) or "", text)
+    # Compose interpolation, as `docker compose config` would do it with only the required
+    # variables set: defaults for the others.
+    text = _INTERPOLATION.sub(_interpolate, text)
     doc: dict[str, Any] = yaml.safe_load(text)
     return doc
 
@@ -123,7 +142,7 @@ def test_compose_services_run_the_cli_with_valid_settings(
         if name in SERVICES:
             assert service["command"] == ["run", name]
             check = " ".join(service["healthcheck"]["test"])
-            assert f"127.0.0.1:{METRICS_PORT}/readyz" in check
+            assert f"127.0.0.1:{_port(name)}/readyz" in check
         env = _str_env(service["environment"])
         problems = [p for p in map(_settings_field, env) if p]
         assert not problems, problems
@@ -138,6 +157,63 @@ def test_compose_services_run_the_cli_with_valid_settings(
     assert "1025" in " ".join(services["mailpit"]["ports"])
 
 
+def test_compose_doors_listen_on_their_port_published_on_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = _compose()["services"]
+    for name, port in DOOR_PORTS.items():
+        service = services[name]
+        settings = _load_settings(_str_env(service["environment"]), monkeypatch)
+        door = settings.admin if name == "practice-admin" else settings.gateway
+        # Reachable from outside the container, but only through the host's loopback.
+        assert (door.host, door.port) == ("0.0.0.0", port)
+        assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+    admin = _load_settings(_str_env(services["practice-admin"]["environment"]), monkeypatch)
+    assert (admin.smtp.host, admin.smtp.port, admin.smtp.security) == ("mailpit", 1025, "none")
+    # Cookies without Secure only for http on loopback, which is where the port is published.
+    assert admin.admin.public_url == "http://127.0.0.1:8080"
+    notifier = _load_settings(_str_env(services["notifier"]["environment"]), monkeypatch)
+    # The notifier signs the one-click links with the key practice-admin checks them with.
+    assert notifier.admin.secret_key == admin.admin.secret_key
+    assert notifier.admin.public_url == admin.admin.public_url
+
+
+def test_compose_secrets_are_required_variables_never_values() -> None:
+    text = COMPOSE.read_text(encoding="utf-8")
+    for variable in [*DOOR_SECRETS.values(), "REMINDERS_POSTGRES_PASSWORD"]:
+        uses = re.findall(rf"\$\{{{variable}(:?[-?])?[^}}]*\}}", text)
+        assert uses and set(uses) == {":?"}, f"{variable} must be ${{{variable}:?...}}"
+    services = _compose()["services"]
+    for name, variable in DOOR_SECRETS.items():
+        value = services[name]["environment"][variable]
+        assert value == REQUIRED.format(variable.lower())
+
+
+def test_compose_one_postgres_database_upgraded_before_its_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = _compose()["services"]
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:")
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    upgrade = services["db-upgrade"]
+    assert upgrade["command"] == ["db", "upgrade"]
+    assert upgrade["restart"] == "no"
+    assert upgrade["depends_on"]["postgres"]["condition"] == "service_healthy"
+    urls = set()
+    for name in ["db-upgrade", *DB_USERS]:
+        settings = _load_settings(_str_env(services[name]["environment"]), monkeypatch)
+        urls.add(settings.database.url.get_secret_value())
+        if name != "db-upgrade":
+            condition = services[name]["depends_on"]["db-upgrade"]["condition"]
+            assert condition == "service_completed_successfully", name
+    # One database: practice-admin's send log reads the projection insights writes.
+    (url,) = urls
+    assert url.startswith("postgresql+asyncpg://reminders:")
+    assert url.endswith("@postgres:5432/reminders")
+    assert postgres["environment"]["POSTGRES_PASSWORD"] in url
+
+
 def test_compose_mounts_exist_and_prometheus_scrapes_the_compose_services() -> None:
     services = _compose()["services"]
     for service in services.values():
@@ -150,7 +226,7 @@ def test_compose_mounts_exist_and_prometheus_scrapes_the_compose_services() -> N
     for name in SERVICES:
         job = jobs[f"reminders-{name}"]
         targets = [t for sc in job["static_configs"] for t in sc["targets"]]
-        assert targets == [f"{name}:{METRICS_PORT}"]
+        assert targets == [f"{name}:{_port(name)}"]
     assert (DEPLOY / "prometheus" / config["rule_files"][0]).exists()
 
 
@@ -184,17 +260,45 @@ def test_k8s_deployments_probe_readyz_and_set_resources() -> None:
         (container,) = pod["spec"]["containers"]
         assert container["args"] == ["run", name]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"metrics": METRICS_PORT}
+        port_name = "http" if name in DOOR_PORTS else "metrics"
+        assert ports == {port_name: _port(name)}
         readiness = container["readinessProbe"]["httpGet"]
-        assert readiness["path"] == "/readyz" and readiness["port"] == "metrics"
+        assert readiness["path"] == "/readyz" and readiness["port"] == port_name
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         resources = container["resources"]
         assert {"cpu", "memory"} <= set(resources["requests"])
         assert "memory" in resources["limits"]
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         annotations = pod["metadata"]["annotations"]
-        assert annotations["prometheus.io/port"] == str(METRICS_PORT)
+        assert annotations["prometheus.io/port"] == str(_port(name))
         assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_k8s_doors_listen_on_their_port_with_secrets_from_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    docs = _k8s_docs()
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    for name, port in DOOR_PORTS.items():
+        (container,) = deployments[f"reminders-{name}"]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        for secret in (DOOR_SECRETS[name], "REMINDERS_DATABASE__URL"):
+            ref = env[secret]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "reminders-secrets" and not ref.get("optional"), secret
+        plain = {k: str(e["value"]) for k, e in env.items() if "value" in e}
+        settings = _load_settings({**config_map["data"], **plain}, monkeypatch)
+        door = settings.admin if name == "practice-admin" else settings.gateway
+        assert (door.host, door.port) == ("0.0.0.0", port)
+        (service_port,) = services[f"reminders-{name}"]["spec"]["ports"]
+        assert service_port["targetPort"] == "http"
+    # Every secret a Kafka service or a door reads comes from the Secret, never a value.
+    for deployment in (d for d in docs if d["kind"] in ("Deployment", "Job")):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for entry in container.get("env", []):
+                if entry["name"] in {*DOOR_SECRETS.values(), "REMINDERS_DATABASE__URL"}:
+                    assert "secretKeyRef" in entry["valueFrom"], entry["name"]
 
 
 def test_k8s_every_deployment_has_a_pod_disruption_budget() -> None:
