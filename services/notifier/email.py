@@ -20,9 +20,9 @@ from typing import Literal
 import aiosmtplib
 
 from services.common.settings import is_loopback_host
+from services.domain.errors import PermanentSendError, SendError, TransientSendError
 from services.domain.mime import ADDRESS_LIKE as _ADDRESS_LIKE
 from services.domain.mime import compose_email, message_id_for
-from services.notifier.errors import PermanentSendError, SendError, TransientSendError
 from services.notifier.mail_health import MailHealth, SmtpProblem, diagnose, outcome_reason
 
 __all__ = [
