@@ -35,9 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.common.partition import partition_for
+from schemas.topics import Topics
 from services.common.settings import KafkaSettings, Settings
-from services.common.topics import Topics
+from services.domain.partition import partition_for
 
 FHIR = b"application/fhir+json"
 

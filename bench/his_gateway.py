@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
 
+from schemas.topics import Topics
 from services.common.kafka import create_topics, make_producer
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 FHIR = "application/fhir+json"

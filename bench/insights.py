@@ -38,11 +38,11 @@ from aiokafka import TopicPartition
 from sqlalchemy import text
 
 from devkit.insights_samples import FollowupWorkload, end_offsets, publish, stream
+from schemas.topics import Topics
 from services.common.db import create_engine, upgrade
 from services.common.followup import build_report
 from services.common.kafka import create_topics, make_consumer
 from services.common.settings import DatabaseSettings, InsightsSettings, KafkaSettings, Settings
-from services.common.topics import Topics
 from services.insights.app import InsightsService
 
 FLOOR_PG = 20_000  # records/s on PostgreSQL (issue 18)

@@ -49,9 +49,8 @@ from schemas.models import (
     ReminderDue,
     appointment_key,
 )
-from services.common.codec import encode
+from schemas.topics import Topics
 from services.common.kafka import create_topics, make_producer
-from services.common.partition import partition_for
 from services.common.settings import (
     KafkaSettings,
     MetricsSettings,
@@ -59,7 +58,8 @@ from services.common.settings import (
     Settings,
     SmtpSettings,
 )
-from services.common.topics import Topics
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 from services.domain.render import render_reminder
 from services.notifier.app import NotifierService
 from services.notifier.delivery import Deliverer

@@ -54,16 +54,16 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import TopicPartition  # noqa: E402
 
-from services.common.codec import encode  # noqa: E402
+from schemas.topics import Topics  # noqa: E402
 from services.common.kafka import create_topics, make_consumer, make_producer  # noqa: E402
-from services.common.partition import partition_for  # noqa: E402
 from services.common.settings import (  # noqa: E402
     KafkaSettings,
     MetricsSettings,
     SchedulerSettings,
     Settings,
 )
-from services.common.topics import Topics  # noqa: E402
+from services.domain.codec import encode  # noqa: E402
+from services.domain.partition import partition_for  # noqa: E402
 from services.notifier.samples import sample_config  # noqa: E402
 from services.reminder_scheduler.due_time import DEFAULT_POLICY  # noqa: E402
 from services.reminder_scheduler.planner import Planner  # noqa: E402

@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 from aiokafka import TopicPartition
 
+from schemas.topics import Topics
 from services.common.kafka import make_consumer, make_producer
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
+from services.domain.partition import partition_for
 
 __all__ = [
     "AppointmentTruth",

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
+from schemas.topics import Topics
 from services.common.kafka import create_topics
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
 from tests.support.ci import unavailable
 
 TEST_PARTITIONS = 3

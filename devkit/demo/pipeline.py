@@ -35,11 +35,11 @@ from schemas import (
     PracticeConfig,
     PushSubscriptionRecord,
 )
-from services.common.codec import encode
+from schemas.topics import Topics
 from services.common.kafka import create_topics, make_consumer, make_producer
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 from services.notifier.push import generate_vapid_keys
 
 __all__ = ["SERVICE_NAMES", "Pipeline", "ServiceProcess", "free_port"]

@@ -44,6 +44,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from schemas.models import Appointment, AppointmentEvent, MeetingRules
+from schemas.topics import Topics
 from services.booking_events import metrics
 from services.booking_events.batch import Decisions, Work, decide_config, decide_event
 from services.booking_events.ledger import Ledger
@@ -62,7 +63,6 @@ from services.common.practice_config import practice_config_table
 from services.common.runtime import make_app, make_broker, module_app
 from services.common.settings import Settings
 from services.common.table import TopicFollower
-from services.common.topics import Topics
 
 __all__ = ["NAME", "BookingEventsService", "create_app"]
 

@@ -21,11 +21,11 @@ from schemas.models import MeetingRules, PracticeConfig, appointment_key
 from services.booking_events.ledger import Ledger, Seen, judge
 from services.booking_events.metrics import source_label
 from services.booking_events.normalize import appointment_json
-from services.common.codec import DecodeError
 from services.common.containment import contain, is_about_the_record, record_error
 from services.common.kafka import DeadLetter
 from services.common.practice_config import ConfigRejected, validate_practice_config
 from services.domain.classify import classify
+from services.domain.codec import DecodeError
 from services.domain.his_events import check_placement, is_fhir, parse_fhir, parse_native
 
 __all__ = [

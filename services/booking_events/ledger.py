@@ -17,7 +17,7 @@ from uuid import UUID
 import msgspec
 
 from schemas.models import AppointmentEvent
-from services.common.codec import DecodeError
+from services.domain.codec import DecodeError
 
 __all__ = ["Ledger", "Seen", "Verdict", "judge", "seen_from_state"]
 

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 from aiokafka.errors import KafkaError
 
+from schemas.topics import Topics
 from services.cli._base import add_kafka_options, run_async, settings_from
 from services.common.db import check_database
 from services.common.kafka import admin_client, explain_unreachable
 from services.common.settings import Settings
-from services.common.topics import Topics
 from services.notifier.app import smtp_options, vapid_options
 from services.notifier.dkim import dkim_check
 from services.notifier.email import SmtpPool

@@ -22,9 +22,9 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.models import PatientPreferences, PracticeConfig
+from schemas.topics import Topics
 from services.cli._base import CliError, add_kafka_options, run_async, settings_from
 from services.common.clock import SystemClock
-from services.common.codec import encode
 from services.common.kafka import KafkaUnavailable, describe_partitions, make_producer
 from services.common.practice_config import (
     ConfigRejected,
@@ -34,7 +34,7 @@ from services.common.practice_config import (
 )
 from services.common.publishing import publish_on_practice_partitions
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
+from services.domain.codec import encode
 from services.domain.render import (
     RenderedReminder,
     TemplateRejected,

@@ -8,11 +8,11 @@ import json
 import sys
 from typing import Any
 
+from schemas.topics import Topics
 from services.cli._base import CliError, add_kafka_options, run_async, settings_from
 from services.common.kafka import KafkaUnavailable, create_topics, describe_partitions
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
+from services.domain.partition import partition_for
 
 _PROBE_SECONDS = 10.0
 

@@ -67,10 +67,10 @@ def _looks_fhir(value: bytes) -> bool:
 
 
 def _appointment(args: argparse.Namespace) -> int:
-    from services.common.codec import DecodeError
-    from services.common.partition import partition_for
     from services.domain.classify import classify
+    from services.domain.codec import DecodeError
     from services.domain.his_events import FHIR_CONTENT_TYPE, parse_event
+    from services.domain.partition import partition_for
 
     settings = settings_from(args)
     value = _read(args.file)

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from pydantic import ValidationError
 
-from services.common.codec import DecodeError, validation_reason
+from services.domain.codec import DecodeError, validation_reason
 
 __all__ = [
     "INFRASTRUCTURE",

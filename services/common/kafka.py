@@ -14,9 +14,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
-from services.common.codec import DecodeError
+from schemas.topics import Topics, TopicSpec
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics, TopicSpec
+from services.domain.codec import DecodeError
 
 __all__ = [
     "DeadLetter",

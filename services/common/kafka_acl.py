@@ -21,8 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import CreateAclsRequest, DescribeAclsRequest
 
+from schemas.topics import Topics
 from services.common.settings import Settings
-from services.common.topics import Topics
 
 __all__ = [
     "ROLES",

@@ -44,6 +44,7 @@ from aiokafka.errors import (
     TransactionCoordinatorFenced,
 )
 
+from schemas.topics import Topics
 from services.common.kafka import (
     DeadLetter,
     dead_letter_headers,
@@ -52,7 +53,6 @@ from services.common.kafka import (
     transactional_id,
 )
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
 
 __all__ = [
     "FENCED",

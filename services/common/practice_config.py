@@ -38,10 +38,10 @@ from schemas.models import (
     Sender,
     TemplateSet,
 )
-from services.common.codec import DecodeError, DuplicateKey, encode, no_duplicate_keys
+from schemas.topics import Topics
 from services.common.settings import KafkaSettings
 from services.common.table import InvalidRecord, Table
-from services.common.topics import Topics
+from services.domain.codec import DecodeError, DuplicateKey, encode, no_duplicate_keys
 from services.domain.render import DEFAULT_KEY, TemplateRejected, check_templates
 from services.domain.sendable import check_sendable
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
 
-from services.common.partition import partition_for
+from services.domain.partition import partition_for
 
 __all__ = ["publish_on_practice_partitions"]
 

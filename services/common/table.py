@@ -21,10 +21,10 @@ from typing import Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from pydantic import BaseModel
 
-from services.common.codec import DecodeError, decode
 from services.common.containment import is_about_the_record, record_error
 from services.common.kafka import describe_partitions, make_consumer
 from services.common.settings import KafkaSettings
+from services.domain.codec import DecodeError, decode
 
 __all__ = ["Apply", "InvalidRecord", "Table", "TopicFollower"]
 

@@ -1,7 +1,7 @@
 """HIS events in, the internal form out: native AppointmentEvent JSON or FHIR R4.
 
 Pure domain code (no framework, no Kafka, no service): bytes and headers in, an
-:class:`~schemas.models.AppointmentEvent` (or a :class:`~services.common.codec.DecodeError`
+:class:`~schemas.models.AppointmentEvent` (or a :class:`~services.domain.codec.DecodeError`
 with a reason code, or every :class:`Problem` via :func:`problems`) out. booking_events, the
 HIS gateway, the connector kit (``reminders publish appointment``) and the tests share
 this code, so a

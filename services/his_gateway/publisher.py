@@ -20,10 +20,10 @@ from typing import Final, Protocol
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream.kafka import KafkaBroker
 
+from schemas.topics import Topics
 from services.common.kafka import check_partitions
-from services.common.partition import partition_for
 from services.common.settings import Settings
-from services.common.topics import Topics
+from services.domain.partition import partition_for
 from services.his_gateway.validation import FHIR_CONTENT_TYPE
 
 __all__ = [

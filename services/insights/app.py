@@ -26,14 +26,14 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.common.codec import DecodeError
+from schemas.topics import Topics
 from services.common.db import create_engine, require_current_schema
 from services.common.kafka import check_partitions, make_consumer
 from services.common.metrics import CONSUMER_LAG, LAG_UPDATED
 from services.common.partitions import Batches, GroupMember
 from services.common.runtime import make_app, make_broker, module_app
 from services.common.settings import Settings
-from services.common.topics import Topics
+from services.domain.codec import DecodeError
 from services.insights.metrics import BAD_RECORDS, BATCH_SECONDS, CAUGHT_UP, ROWS_WRITTEN
 from services.insights.projection import (
     Row,

@@ -16,8 +16,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from services.common.codec import DecodeError
 from services.common.followup import as_utc, iso_week, lead_days, start_of_reminder
+from services.domain.codec import DecodeError
 
 __all__ = ["Row", "appointment_row", "dedupe_appointments", "dedupe_outcomes", "outcome_row"]
 

@@ -29,13 +29,13 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from schemas.models import Outcome
+from schemas.topics import Topics
 from services.common.clock import Clock, SystemClock
 from services.common.health import loops_alive
 from services.common.kafka import admin_client, check_partitions, make_consumer, make_producer
 from services.common.partitions import Batches, GroupMember
 from services.common.runtime import StartRefused, make_app, make_broker, module_app
 from services.common.settings import PushSettings, Settings, SmtpSettings
-from services.common.topics import Topics
 from services.notifier.delivery import Deliverer, EmailTransport, PushTransport
 from services.notifier.dkim import DkimSigner, DkimSigningTransport, load_dkim_key
 from services.notifier.email import SmtpOptions, SmtpPool

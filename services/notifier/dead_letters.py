@@ -14,9 +14,9 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from services.common.codec import DecodeError
+from schemas.topics import Topics
 from services.common.kafka import DeadLetter, send_dead_letter
-from services.common.topics import Topics
+from services.domain.codec import DecodeError
 
 __all__ = ["PreferencesDeadLetters", "dead_letter_for", "last_source_offset"]
 

@@ -33,13 +33,13 @@ from schemas.models import (
     PracticeConfig,
     ReminderDue,
 )
-from services.domain.render import RenderedReminder
-from services.notifier.email import compose_email
-from services.notifier.errors import (
+from services.domain.errors import (
     SendError,
     SubscriptionGone,
     TransientSendError,
 )
+from services.domain.render import RenderedReminder
+from services.notifier.email import compose_email
 from services.notifier.metrics import RETRIES, SEND_SECONDS
 from services.notifier.patient_mail import PatientMail
 from services.notifier.push import PushSubscription, push_payload, push_topic

@@ -15,14 +15,14 @@ import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from types import TracebackType
-from typing import Literal
 
 import aiosmtplib
 
 from services.common.settings import is_loopback_host
+from services.common.smtp_tls import SmtpSecurity, TlsPlan, tls_plan
+from services.domain.errors import PermanentSendError, SendError, TransientSendError
 from services.domain.mime import ADDRESS_LIKE as _ADDRESS_LIKE
 from services.domain.mime import compose_email, message_id_for
-from services.notifier.errors import PermanentSendError, SendError, TransientSendError
 from services.notifier.mail_health import MailHealth, SmtpProblem, diagnose, outcome_reason
 
 __all__ = [
@@ -39,38 +39,6 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- SMTP pool
-
-
-SmtpSecurity = Literal["auto", "none", "starttls", "tls"]
-
-
-@dataclass(frozen=True)
-class TlsPlan:
-    """How one SMTP connection is secured."""
-
-    implicit_tls: bool  # TLS from the first byte (port 465)
-    start_tls: bool | None  # True: required; None: when the server offers it; False: never
-    verify: bool  # check the certificate chain and host name
-
-
-def tls_plan(host: str, security: SmtpSecurity, *, loopback: bool | None = None) -> TlsPlan:
-    """The security a setting means for a host.
-
-    `auto` (the default): any host but a loopback relay must offer STARTTLS and pass the
-    certificate check; a loopback relay gets STARTTLS when it offers it, unchecked, since
-    the connection never leaves the machine (a local relay often has a self-signed
-    certificate). `loopback` overrides what the host name says (tests).
-    """
-    if security == "tls":
-        return TlsPlan(implicit_tls=True, start_tls=False, verify=True)
-    if security == "starttls":
-        return TlsPlan(implicit_tls=False, start_tls=True, verify=True)
-    if security == "none":
-        return TlsPlan(implicit_tls=False, start_tls=False, verify=False)
-    local = is_loopback_host(host) if loopback is None else loopback
-    if local:
-        return TlsPlan(implicit_tls=False, start_tls=None, verify=False)
-    return TlsPlan(implicit_tls=False, start_tls=True, verify=True)
 
 
 @dataclass(frozen=True)

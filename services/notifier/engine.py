@@ -64,15 +64,14 @@ from schemas.models import (
     appointment_key,
     reminder_id_for,
 )
+from schemas.topics import Topics
 from services.common.clock import Clock
-from services.common.codec import DecodeError, decode, encode
 from services.common.containment import is_about_the_record, record_error
 from services.common.kafka import (
     DeadLetter,
     make_producer,
     transactional_id,
 )
-from services.common.partition import partition_for
 from services.common.partitions import (
     FENCED,
     Output,
@@ -81,7 +80,8 @@ from services.common.partitions import (
     TransactionalPartition,
 )
 from services.common.settings import Settings
-from services.common.topics import Topics
+from services.domain.codec import DecodeError, decode, encode
+from services.domain.partition import partition_for
 from services.domain.render import RenderedReminder, TemplateRejected, render_reminder
 from services.notifier.dead_letters import dead_letter_for
 from services.notifier.decide import Decision, decide

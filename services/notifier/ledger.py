@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from aiokafka import ConsumerRecord
 
 from schemas.models import Outcome
-from services.common.codec import DecodeError, decode
+from services.domain.codec import DecodeError, decode
 
 __all__ = [
     "DUE_OFFSET_HEADER",

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from py_vapid import Vapid02
 from pywebpush import WebPusher
 
+from services.domain.errors import PermanentSendError, SubscriptionGone, TransientSendError
 from services.domain.push_message import MAX_PAYLOAD_BYTES, push_payload, push_topic
-from services.notifier.errors import PermanentSendError, SubscriptionGone, TransientSendError
 
 __all__ = [
     "KNOWN_PUSH_SERVICES",

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from services.notifier.errors import TransientSendError
+from services.domain.errors import TransientSendError
 
 __all__ = ["RetryPolicy", "backoff_delays", "retry_transient"]
 

@@ -18,11 +18,11 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from schemas.models import Appointment, PatientPreferences, PracticeConfig
+from schemas.topics import Topics
 from services.common.clock import Clock
 from services.common.practice_config import practice_config_table
 from services.common.settings import KafkaSettings
 from services.common.table import Table, TopicFollower
-from services.common.topics import Topics
 from services.notifier.dead_letters import PreferencesDeadLetters
 from services.notifier.ledger import Ledger, LedgerBook
 

@@ -14,13 +14,13 @@ from typing import Protocol
 from aiokafka import AIOKafkaProducer
 
 from schemas.models import PracticeConfig
-from services.common.codec import encode
+from schemas.topics import Topics
 from services.common.kafka import make_producer
 from services.common.practice_config import practice_config_table
 from services.common.publishing import publish_on_practice_partitions
 from services.common.settings import KafkaSettings
 from services.common.table import Table
-from services.common.topics import Topics
+from services.domain.codec import encode
 
 __all__ = ["ConfigSource", "KafkaConfigStore", "VersionConflict"]
 

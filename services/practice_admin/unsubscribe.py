@@ -37,15 +37,15 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 from schemas.models import PatientPreferences
+from schemas.topics import Topics
 from services.common.clock import Clock, SystemClock
-from services.common.codec import encode
 from services.common.kafka import describe_partitions, make_producer
-from services.common.partition import partition_for
 from services.common.patient_links import InvalidPatientLink, PatientLinkSigner
 from services.common.practice_config import patient_preferences_table
 from services.common.settings import Settings
 from services.common.table import Table
-from services.common.topics import Topics
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 
 __all__ = [
     "KafkaPreferencesPublisher",

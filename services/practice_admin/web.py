@@ -32,14 +32,14 @@ from schemas.models import PracticeConfig
 from services.common.clock import Clock
 from services.common.followup import CHARTS, Figure, Report, build_report, chart_svg, report_csv
 from services.common.practice_config import ConfigRejected, validate_practice_config
-from services.common.preview import (
+from services.domain.classify import DEFAULT_KEYWORDS, classify
+from services.domain.render import (
     RenderedReminder,
     TemplateRejected,
     render_reminder,
     sample_appointment,
     urgent_line,
 )
-from services.domain.classify import DEFAULT_KEYWORDS, classify
 from services.practice_admin import forms
 from services.practice_admin.config_store import ConfigSource, VersionConflict
 from services.practice_admin.i18n import LANGUAGES, REASONS, translator

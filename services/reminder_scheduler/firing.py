@@ -40,11 +40,10 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 
+from schemas.topics import Topics
 from services.common.clock import Clock
-from services.common.codec import DecodeError
 from services.common.containment import contain, is_about_the_record, record_error
 from services.common.kafka import DeadLetter, make_consumer, transactional_id
-from services.common.partition import partition_for
 from services.common.partitions import (
     FENCED,
     Output,
@@ -54,7 +53,8 @@ from services.common.partitions import (
     dead_letter_watermark,
 )
 from services.common.settings import Settings
-from services.common.topics import Topics
+from services.domain.codec import DecodeError
+from services.domain.partition import partition_for
 from services.reminder_scheduler import metrics
 from services.reminder_scheduler.due_time import Policy
 from services.reminder_scheduler.planner import Event, Fire, Planner

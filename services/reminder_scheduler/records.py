@@ -22,7 +22,7 @@ from typing import NamedTuple, TypeVar
 import msgspec
 
 from schemas.models import APPOINTMENT_STATUSES
-from services.common.codec import DecodeError
+from services.domain.codec import DecodeError
 
 __all__ = [
     "EPOCH",

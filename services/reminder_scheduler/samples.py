@@ -18,8 +18,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from services.common.kafka import describe_partitions, make_consumer
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
+from services.domain.partition import partition_for
 
 __all__ = ["CommittedRecord", "appointment_value", "publish", "read_committed"]
 

@@ -26,16 +26,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from faststream.kafka import KafkaBroker
 
 from schemas.models import PracticeConfig
+from schemas.topics import Topics
 from services.common.clock import Clock, SystemClock
 from services.common.health import loops_alive
 from services.common.kafka import DeadLetter, check_partitions, make_consumer
-from services.common.partition import partition_for
 from services.common.partitions import Batches, GroupMember
 from services.common.practice_config import practice_config_table
 from services.common.runtime import make_broker
 from services.common.settings import Settings
 from services.common.table import Table
-from services.common.topics import Topics
+from services.domain.partition import partition_for
 from services.reminder_scheduler.due_time import DEFAULT_POLICY, Policy
 from services.reminder_scheduler.firing import PartitionWorker, SchedulerContext
 

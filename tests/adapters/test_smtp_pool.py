@@ -13,8 +13,8 @@ import pytest
 import trustme
 
 from devkit.sinks.smtp_sink import SmtpSink
+from services.domain.errors import PermanentSendError, TransientSendError
 from services.notifier.email import SmtpOptions, SmtpPool, compose_email
-from services.notifier.errors import PermanentSendError, TransientSendError
 
 
 @dataclass(frozen=True)

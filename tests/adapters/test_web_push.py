@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from devkit.sinks.push_sink import PushSink
-from services.notifier.errors import (
+from services.domain.errors import (
     PermanentSendError,
     SubscriptionGone,
     TransientSendError,

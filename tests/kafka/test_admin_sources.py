@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.models import Outcome, PracticeConfig, reminder_id_for
-from services.common.codec import encode
+from schemas.topics import Topics
 from services.common.db import session_factory
 from services.common.kafka import make_producer
-from services.common.partition import partition_for
 from services.common.practice_config import practice_config_table
 from services.common.settings import KafkaSettings, Settings
-from services.common.topics import Topics
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 from services.insights.app import InsightsService
 from services.practice_admin.config_store import KafkaConfigStore, VersionConflict
 from services.practice_admin.outcomes import ProjectionOutcomes

@@ -20,9 +20,9 @@ from aiokafka import TopicPartition
 
 from devkit.demo.pipeline import MESSAGE_ID_DOMAIN, Pipeline
 from devkit.demo.workload import generate
+from schemas.topics import Topics
 from services.common.kafka import make_consumer
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
 from services.notifier.email import message_id_for
 from tests.support.garbage import FHIR_HEADERS
 

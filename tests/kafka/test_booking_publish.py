@@ -13,11 +13,11 @@ import pytest
 from aiokafka import TopicPartition
 
 from schemas.models import Appointment
+from schemas.topics import Topics
 from services.booking_events.app import BookingEventsService
 from services.common.kafka import make_consumer
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings, Settings
-from services.common.topics import Topics
+from services.domain.partition import partition_for
 
 pytestmark = pytest.mark.kafka
 

@@ -23,9 +23,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 from prometheus_client import REGISTRY
 
 from schemas.models import Appointment, PracticeConfig
+from schemas.topics import Topics
 from services.booking_events.app import BookingEventsService
 from services.common.clock import FakeClock
-from services.common.codec import encode
 from services.common.kafka import (
     PartitionMismatch,
     admin_client,
@@ -33,9 +33,9 @@ from services.common.kafka import (
     make_consumer,
     make_producer,
 )
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings, Settings
-from services.common.topics import Topics
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 
 pytestmark = pytest.mark.kafka
 

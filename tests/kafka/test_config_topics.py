@@ -22,9 +22,9 @@ import yaml
 from aiokafka import ConsumerRecord, TopicPartition
 
 from schemas.models import PatientPreferences, ReminderDue
+from schemas.topics import Topics
 from services.cli import main
 from services.cli.config_cmd import load_document
-from services.common.codec import DecodeError, encode
 from services.common.kafka import (
     DeadLetter,
     describe_partitions,
@@ -32,14 +32,14 @@ from services.common.kafka import (
     make_producer,
     send_dead_letter,
 )
-from services.common.partition import partition_for
 from services.common.practice_config import (
     patient_preferences_table,
     practice_config_table,
     validate_practice_config,
 )
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
+from services.domain.codec import DecodeError, encode
+from services.domain.partition import partition_for
 from services.domain.render import sample_appointment
 from services.notifier.decide import decide
 

@@ -14,7 +14,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 from schemas import PracticeConfig
-from services.common.codec import encode
+from schemas.topics import Topics
 from services.common.kafka import (
     PartitionMismatch,
     admin_client,
@@ -23,10 +23,10 @@ from services.common.kafka import (
     make_consumer,
     make_producer,
 )
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
 from services.common.table import Table
-from services.common.topics import Topics
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 
 pytestmark = pytest.mark.kafka
 

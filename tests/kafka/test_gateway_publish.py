@@ -19,12 +19,12 @@ import pytest
 from aiokafka import ConsumerRecord, TopicPartition
 
 from schemas.models import Appointment
+from schemas.topics import Topics
 from services.booking_events.app import BookingEventsService
 from services.common.clock import FakeClock
 from services.common.kafka import make_consumer
-from services.common.partition import partition_for
 from services.common.settings import GatewaySettings, KafkaSettings, Settings
-from services.common.topics import Topics
+from services.domain.partition import partition_for
 from services.his_gateway.api import build_api
 from services.his_gateway.clients import ClientRecord, MemoryClientStore
 from services.his_gateway.gateway import Gateway

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from devkit import insights_samples as samples
 from devkit.demo.pipeline import ServiceProcess, free_port
 from devkit.insights_samples import OutcomeTruth, Record, _outcome, generate, publish
+from schemas.topics import Topics
 from services.common.db import create_engine
 from services.common.followup import (
     FollowupOutcome,
@@ -33,7 +34,6 @@ from services.common.followup import (
     build_report,
 )
 from services.common.settings import InsightsSettings, KafkaSettings, Settings
-from services.common.topics import Topics
 from services.insights.app import InsightsService
 from tests.support.insights_oracle import Figures, last_weeks, oracle
 

@@ -41,9 +41,8 @@ from schemas.models import (
     ReminderDue,
     appointment_key,
 )
-from services.common.codec import encode
+from schemas.topics import Topics
 from services.common.kafka import make_consumer, make_producer
-from services.common.partition import partition_for
 from services.common.settings import (
     KafkaSettings,
     MetricsSettings,
@@ -52,7 +51,8 @@ from services.common.settings import (
     Settings,
     SmtpSettings,
 )
-from services.common.topics import Topics
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 from services.notifier.app import NotifierService, smtp_options
 from services.notifier.email import SmtpPool, message_id_for
 from services.notifier.ledger import DUE_OFFSET_HEADER

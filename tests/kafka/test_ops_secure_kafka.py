@@ -29,10 +29,10 @@ from pydantic import SecretStr
 from devkit.demo.pipeline import Pipeline, ServiceProcess, free_port
 from devkit.demo.workload import generate
 from devkit.local_kafka import LocalKafka
+from schemas.topics import Topics
 from services.common.kafka import explain_unreachable, make_consumer, make_producer
 from services.common.kafka_acl import ROLES
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
 from tests.support.ci import unavailable
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

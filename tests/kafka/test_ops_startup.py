@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from devkit.sinks.smtp_sink import SmtpSink
+from schemas.topics import Topics
 from services.common.kafka import create_topics
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
+from services.domain.partition import partition_for
 
 pytestmark = pytest.mark.kafka
 

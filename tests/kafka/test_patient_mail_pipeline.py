@@ -37,9 +37,8 @@ from icalendar import Calendar
 
 from devkit.sinks.smtp_sink import ReceivedMessage, SmtpSink
 from schemas.models import Appointment, Outcome, PatientPreferences, appointment_key
-from services.common.codec import encode
+from schemas.topics import Topics
 from services.common.kafka import make_consumer, make_producer
-from services.common.partition import partition_for
 from services.common.settings import (
     AdminSettings,
     KafkaSettings,
@@ -48,7 +47,8 @@ from services.common.settings import (
     Settings,
     SmtpSettings,
 )
-from services.common.topics import Topics
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 from services.notifier.app import NotifierService
 from services.notifier.dkim import dns_record, load_dkim_key
 from services.notifier.samples import (

@@ -30,11 +30,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.models import ReminderDue
-from services.common.codec import decode, encode
+from schemas.topics import Topics
 from services.common.kafka import create_topics, make_producer
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
+from services.domain.codec import decode, encode
+from services.domain.partition import partition_for
 from services.notifier.samples import sample_config
 from services.reminder_scheduler.samples import appointment_value, publish, read_committed
 

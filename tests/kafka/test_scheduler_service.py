@@ -20,12 +20,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas.models import FiredMarker, ReminderDue, reminder_id_for
+from schemas.topics import Topics
 from services.common.clock import Clock, FakeClock
-from services.common.codec import decode, encode
 from services.common.kafka import PartitionMismatch, create_topics, make_producer
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings, MetricsSettings, SchedulerSettings, Settings
-from services.common.topics import Topics
+from services.domain.codec import decode, encode
+from services.domain.partition import partition_for
 from services.notifier.samples import sample_config
 from services.reminder_scheduler.samples import appointment_value, publish, read_committed
 from services.reminder_scheduler.service import SchedulerService

@@ -6,7 +6,7 @@ import json
 
 from schemas.asyncapi import ASYNCAPI_PATH, drifted, render
 from schemas.models import model_json_schemas
-from services.common.topics import Topics
+from schemas.topics import Topics
 
 
 def test_asyncapi_document_is_up_to_date() -> None:

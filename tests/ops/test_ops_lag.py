@@ -8,10 +8,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
+from schemas.topics import Topics
 from services.common.kafka import make_consumer, make_producer
 from services.common.metrics import LagMonitor
 from services.common.settings import KafkaSettings
-from services.common.topics import Topics
 
 pytestmark = pytest.mark.kafka
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from schemas.models import PatientParticipant, PracticeConfig
-from services.common.codec import DecodeError
 from services.common.practice_config import ConfigRejected, validate_practice_config
+from services.domain.codec import DecodeError
 from services.domain.his_events import REASONS, parse_event, problems
 
 ROOT = Path(__file__).resolve().parents[2]

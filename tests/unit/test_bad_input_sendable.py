@@ -16,9 +16,9 @@ from services.common.practice_config import (
     validate_for_table,
     validate_practice_config,
 )
+from services.domain.errors import PermanentSendError
 from services.domain.render import render_reminder, sample_appointment, urgent_line
 from services.notifier.email import compose_email
-from services.notifier.errors import PermanentSendError
 from services.notifier.push import MAX_PAYLOAD_BYTES, push_payload
 
 UNSAFE = ["\u202e", "\u2066", "\u2067", "\u2068", "\u2069", "\u200f", "\u061c", "\u2028"]

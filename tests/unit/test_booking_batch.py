@@ -13,8 +13,8 @@ from aiokafka import ConsumerRecord
 from schemas.models import Appointment, MeetingRules, PracticeConfig
 from services.booking_events.batch import Decisions, Work, decide_config, decide_event
 from services.booking_events.ledger import Ledger
-from services.common.codec import encode
-from services.common.partition import partition_for
+from services.domain.codec import encode
+from services.domain.partition import partition_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "his"
 PARTITIONS = 3

@@ -15,8 +15,7 @@ import pytest
 from schemas.models import Appointment, AppointmentEvent, MeetingInfo
 from services.booking_events.ledger import Ledger, Seen, judge, seen_from_state
 from services.booking_events.normalize import appointment_json, to_appointment
-from services.common.codec import DecodeError, encode
-from services.common.partition import partition_for
+from services.domain.codec import DecodeError, encode
 from services.domain.his_events import (
     REASONS,
     check_placement,
@@ -27,6 +26,7 @@ from services.domain.his_events import (
     parse_fhir,
     parse_native,
 )
+from services.domain.partition import partition_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "his"
 RECEIVED = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)

@@ -21,12 +21,12 @@ from aiokafka.errors import KafkaConnectionError
 from services.booking_events import batch
 from services.booking_events.batch import Decisions, Work, decide_config, decide_event
 from services.booking_events.ledger import Ledger
-from services.common.codec import DecodeError
 from services.common.containment import PROCESSING_FAILED, contain, record_error, scrub
 from services.common.health import HealthServer, loops_alive
-from services.common.partition import partition_for
 from services.common.settings import KafkaSettings
 from services.common.table import TopicFollower
+from services.domain.codec import DecodeError
+from services.domain.partition import partition_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "his"
 PRACTICE = "01054321"

@@ -28,14 +28,14 @@ from schemas.models import (
     ReminderDue,
 )
 from services.booking_events.normalize import appointment_json
-from services.common.codec import DecodeError, decode
 from services.common.practice_config import ConfigRejected, validate_practice_config
 from services.domain.classify import classify
+from services.domain.codec import DecodeError, decode
+from services.domain.errors import PermanentSendError
 from services.domain.his_events import REASONS, parse_event, problems
 from services.domain.render import render_reminder, sample_appointment
 from services.notifier.decide import decide
 from services.notifier.email import compose_email
-from services.notifier.errors import PermanentSendError
 from services.notifier.push import MAX_PAYLOAD_BYTES, push_payload
 from services.notifier.samples import sample_config
 from services.reminder_scheduler.due_time import Policy, compute_due

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from services.domain.errors import PermanentSendError
 from services.notifier.email import compose_email, message_id_for
-from services.notifier.errors import PermanentSendError
 
 REMINDER_ID = "01234567/appt-42/2026-12-01T08:30:00Z"
 

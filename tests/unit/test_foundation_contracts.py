@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from schemas import AppointmentEvent, PatientPreferences, PracticeConfig, reminder_id_for
 from schemas.generate import SCHEMA_DIR, drifted
+from schemas.topics import Topics
 from services.common.settings import KafkaSettings, Settings
-from services.common.topics import Topics
 
 EVENT = {
     "event_id": "6f1c1f3e-3b7a-4d44-9d7c-0f3c1d2b9a10",

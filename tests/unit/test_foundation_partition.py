@@ -6,7 +6,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.partition import murmur2, partition_for
+from services.domain.partition import murmur2, partition_for
 
 # Known values of Kafka's Java murmur2 (from the Kafka client's own unit test).
 JAVA_MURMUR2 = {

@@ -20,8 +20,8 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from services.common.clock import FakeClock
-from services.common.partition import partition_for
 from services.common.settings import GatewaySettings
+from services.domain.partition import partition_for
 from services.his_gateway.api import build_api
 from services.his_gateway.clients import ClientRecord, MemoryClientStore
 from services.his_gateway.gateway import Gateway

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from faststream import FastStream
 
-from services.common.codec import DecodeError
 from services.common.practice_config import validate_for_table
 from services.common.settings import PushSettings, Settings, SmtpSettings
+from services.domain.codec import DecodeError
 from services.notifier.app import NotifierService, create_app, smtp_options, vapid_options
 from services.notifier.samples import sample_config
 

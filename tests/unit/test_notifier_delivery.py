@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from schemas.models import Outcome
-from services.domain.render import render_reminder
-from services.notifier.delivery import Deliverer, Delivery, subscription_ref
-from services.notifier.email import message_id_for
-from services.notifier.errors import (
+from services.domain.errors import (
     PermanentSendError,
     SendError,
     SubscriptionGone,
     TransientSendError,
 )
+from services.domain.render import render_reminder
+from services.notifier.delivery import Deliverer, Delivery, subscription_ref
+from services.notifier.email import message_id_for
 from services.notifier.ledger import (
     InFlight,
     Ledger,

@@ -15,10 +15,10 @@ from aiokafka.errors import KafkaError, RequestTimedOutError
 from prometheus_client import REGISTRY
 
 from schemas.models import appointment_key
+from schemas.topics import Topics
 from services.common.clock import FakeClock
-from services.common.codec import encode
 from services.common.settings import Settings
-from services.common.topics import Topics
+from services.domain.codec import encode
 from services.notifier import engine
 from services.notifier.delivery import Delivery
 from services.notifier.engine import NotifierContext, PartitionWorker

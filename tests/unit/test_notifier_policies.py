@@ -15,8 +15,8 @@ import pytest
 
 from schemas.models import Outcome
 from services.common.settings import Settings
+from services.domain.errors import TransientSendError
 from services.notifier.delivery import Deliverer
-from services.notifier.errors import TransientSendError
 from services.notifier.retry import RetryPolicy
 from tests.unit.test_notifier_engine import TOPICS, FakeProducer, Harness
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.booking_events.batch import check_config
-from services.common.codec import DecodeError
+from services.domain.codec import DecodeError
 from services.domain.his_events import parse_event
 from tests.support.garbage import odd_records
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from schemas.topics import Topics
 from services.cli import main
 from services.common.kafka_acl import ROLES, Acl, acl_plan
 from services.common.settings import KafkaSettings, Settings
-from services.common.topics import Topics
 
 
 def _plan(prefix: str = "") -> dict[str, list[Acl]]:

@@ -20,9 +20,9 @@ from prometheus_client import REGISTRY
 
 from devkit.sinks.smtp_sink import SmtpSink
 from services.common.settings import Settings, SmtpSettings
+from services.domain.errors import TransientSendError
 from services.notifier.app import NotifierService, smtp_options
 from services.notifier.email import SmtpOptions, SmtpPool, TlsPlan, compose_email, tls_plan
-from services.notifier.errors import TransientSendError
 from services.notifier.mail_health import PROBLEM_REASONS
 
 PASSWORD = "Sup3r-Secret-Passw0rd"

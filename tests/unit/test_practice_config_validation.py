@@ -10,7 +10,6 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from schemas.models import PracticeConfig
-from services.common.codec import DecodeError, encode
 from services.common.practice_config import (
     ConfigRejected,
     practice_config_table,
@@ -18,6 +17,7 @@ from services.common.practice_config import (
     validate_practice_config,
 )
 from services.common.settings import KafkaSettings
+from services.domain.codec import DecodeError, encode
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.notifier.errors import (
+from services.domain.errors import (
     PermanentSendError,
     SubscriptionGone,
     TransientSendError,

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.models import Appointment, FiredMarker, ReminderDue, reminder_id_for
-from services.common.codec import DecodeError, decode, encode
+from services.domain.codec import DecodeError, decode, encode
 from services.reminder_scheduler.records import (
     fired_values,
     from_ms,

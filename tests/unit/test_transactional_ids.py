@@ -7,11 +7,11 @@ from unittest.mock import MagicMock
 
 from aiokafka import AIOKafkaConsumer
 
+from schemas.topics import Topics
 from services.booking_events.app import BookingEventsService
 from services.common.clock import SystemClock
 from services.common.kafka import transactional_id
 from services.common.settings import KafkaSettings, Settings
-from services.common.topics import Topics
 from services.notifier.engine import NotifierContext
 from services.reminder_scheduler.firing import SchedulerContext
 from services.reminder_scheduler.service import SchedulerService
