@@ -29,6 +29,7 @@ from schemas.models import (
     PracticeConfig,
     ReminderDue,
 )
+from schemas.reasons import DEAD_LETTER_REASONS
 from schemas.topics import Topics
 
 __all__ = ["ASYNCAPI_PATH", "build", "drifted", "render", "write"]
@@ -45,12 +46,19 @@ DESCRIPTION = (
 )
 _BINDING_VERSION = "0.4.0"
 _DLQ_HEADERS = {
-    "error-reason": "why the record was refused, a short code (e.g. invalid_json, invalid_record)",
+    "error-reason": "why the record was refused, a short code (schemas/reasons.py)",
     "error-detail": "a human-readable detail, without personal data",
     "source-topic": "the topic the record was read from",
     "source-partition": "its partition (decimal)",
     "source-offset": "its offset (decimal)",
 }
+
+
+def _dlq_header(name: str, description: str) -> dict[str, Any]:
+    header: dict[str, Any] = {"type": "string", "description": description}
+    if name == "error-reason":
+        header["enum"] = list(DEAD_LETTER_REASONS)
+    return header
 
 
 def _key(description: str) -> dict[str, Any]:
@@ -221,9 +229,7 @@ def _complete(doc: dict[str, Any]) -> dict[str, Any]:
                 message["headers"] = {
                     "type": "object",
                     "required": sorted(_DLQ_HEADERS),
-                    "properties": {
-                        h: {"type": "string", "description": d} for h, d in _DLQ_HEADERS.items()
-                    },
+                    "properties": {h: _dlq_header(h, d) for h, d in _DLQ_HEADERS.items()},
                 }
             message["bindings"] = {"kafka": {"key": key, "bindingVersion": _BINDING_VERSION}}
         if topic == Topics().his_appointments:

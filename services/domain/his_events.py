@@ -7,7 +7,8 @@ HIS gateway, the connector kit (``reminders publish appointment``) and the tests
 this code, so a
 vendor sees exactly the verdict the service would give.
 
-Reason codes (the ``error-reason`` header of ``his.appointments.v1.dlq.v1``):
+Reason codes (the ``error-reason`` header of ``his.appointments.v1.dlq.v1``; the contract is
+``schemas/reasons.py``):
 
 =========================  ===========================================================
 ``no_value``               a record without a value (his.appointments.v1 has no tombstones)
@@ -100,6 +101,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from pydantic_core import ErrorDetails
 
 from schemas.models import MAX_INT64, AppointmentEvent
+from schemas.reasons import HIS_EVENT_REASONS
 from services.domain.codec import DecodeError, DuplicateKey, no_duplicate_keys
 from services.domain.partition import partition_for
 
@@ -130,25 +132,8 @@ __all__ = [
 
 FHIR_CONTENT_TYPE: Final = "application/fhir+json"
 
-REASONS: Final = (
-    "no_value",
-    "not_json",
-    "not_an_appointment",
-    "bsn_like_patient_id",
-    "empty_practice_id",
-    "unknown_status",
-    "time_without_offset",
-    "end_before_start",
-    "missing_field",
-    "invalid_field",
-    "key_mismatch",
-    "wrong_partition",
-    "invalid_practice_id",
-    "duplicate_key",
-    "control_character",
-    "time_out_of_range",
-    "number_out_of_range",
-)
+# The contract (schemas/reasons.py), in priority order.
+REASONS: Final = tuple(HIS_EVENT_REASONS)
 # When a record has several faults, the header names the one that matters most: privacy
 # first, then what a connector developer most likely got wrong.
 _PRIORITY: Final = {reason: rank for rank, reason in enumerate(REASONS)}
