@@ -36,7 +36,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `services` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from email.message import EmailMessage
 
 from prometheus_client import REGISTRY
 
@@ -59,6 +58,7 @@ from services.common.settings import (
     SmtpSettings,
 )
 from services.domain.codec import encode
+from services.domain.mime import ComposedMail
 from services.domain.partition import partition_for
 from services.domain.render import render_reminder
 from services.notifier.app import NotifierService
@@ -130,13 +130,13 @@ async def _publish(kafka: KafkaSettings, reminders: int, practices: int) -> list
 
 class _Capture:
     def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
+        self.sent: list[ComposedMail] = []
 
-    async def send(self, msg: EmailMessage) -> None:
+    async def send(self, msg: ComposedMail) -> None:
         self.sent.append(msg)
 
 
-async def _same_messages(settings: Settings, joined: list[Joined]) -> list[EmailMessage]:
+async def _same_messages(settings: Settings, joined: list[Joined]) -> list[ComposedMail]:
     """What the notifier sent, composed by its own Deliverer (for the raw floor)."""
     capture = _Capture()
     deliverer = Deliverer(

@@ -22,6 +22,7 @@ import binascii
 import html
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from schemas.models import PracticeConfig
@@ -65,6 +66,12 @@ def practice_logo(config: PracticeConfig) -> Logo | None:
     value = config.branding.logo
     if not isinstance(value, str) or not value:
         return None
+    return _decoded_logo(value)
+
+
+@lru_cache(maxsize=256)
+def _decoded_logo(value: str) -> Logo | None:
+    # Up to 100 KB decoded on every reminder otherwise; one Logo per practice's value.
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):

@@ -7,12 +7,15 @@ could inject a header, hide the urgent line or not be written back raises
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email
 import email.utils
 import hashlib
 import re
-import secrets
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import default as _default_policy
 from functools import lru_cache
@@ -20,9 +23,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from schemas.models import unsafe_text_problem
+from services.domain.branding import LOGO_CID, Logo
 from services.domain.errors import PermanentSendError
 
-__all__ = ["ADDRESS_LIKE", "compose_email", "message_id_for"]
+__all__ = ["ADDRESS_LIKE", "CALENDAR_FILENAME", "ComposedMail", "compose_email", "message_id_for"]
+
+CALENDAR_FILENAME = "afspraak.ics"
 
 # Characters that end a header line somewhere: CR, LF and NUL, plus the other characters
 # that str.splitlines() treats as line breaks (the email package folds with it).
@@ -32,17 +38,6 @@ _URL_UNSAFE = re.compile(r"[\s<>\"\\^`{|}]")
 # Server replies often echo the mailbox ("<someone@example.org>: Recipient address
 # rejected"); details end up in outcomes and logs, so addresses are cut out.
 _ADDRESS_LIKE = re.compile(r"[^\s<>\"'@]*@[^\s<>\"']+")
-
-
-class _VerbatimHeader(UnstructuredHeader, BaseHeader):
-    """An ASCII header written on one line, never folded or RFC 2047-encoded.
-
-    The stock folding turns a long URL into encoded words, which breaks
-    List-Unsubscribe; a line may be up to 998 characters, and the URL is capped below.
-    """
-
-    def fold(self, *, policy: Any) -> str:
-        return f"{self.name}: {self}{policy.linesep}"
 
 
 class _FoldOnceHeader(BaseHeader):
@@ -105,9 +100,10 @@ class _CachingHeaderRegistry(HeaderRegistry):
 
 
 _registry = _CachingHeaderRegistry()
-_registry.map_to_type("list-unsubscribe", _VerbatimHeader)
-_registry.map_to_type("list-unsubscribe-post", _VerbatimHeader)
 _POLICY = _default_policy.clone(header_factory=_registry)
+# What aiosmtplib flattened a message with for 7-bit addresses (email.policy.SMTP).
+_WIRE_POLICY = _POLICY.clone(linesep="\r\n")
+_MAX_LINE = 78  # the policy's max_line_length: a shorter line is never folded
 _MAX_URL_LENGTH = 900
 
 
@@ -116,6 +112,42 @@ def message_id_for(reminder_id: str, domain: str) -> str:
     _check_line(domain, "message_id_domain")
     digest = hashlib.sha256(reminder_id.encode("utf-8")).hexdigest()[:40]
     return f"<{digest}@{_ascii_domain(domain, 'invalid_header')}>"
+
+
+@dataclass(frozen=True)
+class ComposedMail:
+    """A reminder e-mail ready for the wire: the envelope and the exact bytes (CRLF lines,
+    7-bit) that are sent and, when DKIM is on, signed."""
+
+    sender: str
+    recipient: str
+    message_id: str
+    data: bytes
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        return not (self.sender.isascii() and self.recipient.isascii())
+
+    def with_prefix(self, header: bytes) -> ComposedMail:
+        """The same mail with ``header`` (complete lines, CRLF) on top (DKIM-Signature)."""
+        return replace(self, data=header + self.data)
+
+    def parsed(self) -> EmailMessage:
+        """The bytes read back by the e-mail package, as a receiving client would."""
+        msg = email.message_from_bytes(self.data, policy=_default_policy)
+        assert isinstance(msg, EmailMessage)
+        return msg
+
+
+# Fixed boundaries: "=_" never occurs in quoted-printable or base64 text, nor at the start
+# of a header line, so no part can contain one.
+_MIXED = b"=_reminder_mixed"
+_ALTERNATIVE = b"=_reminder_alternative"
+_RELATED = b"=_reminder_related"
+_CRLF = b"\r\n"
+_TEXT_HEADERS = (
+    b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+)
 
 
 def compose_email(
@@ -130,11 +162,18 @@ def compose_email(
     unsubscribe_url: str | None,
     message_id_domain: str,
     date: datetime | None = None,
-) -> EmailMessage:
-    """Build the reminder e-mail: a text part with an HTML alternative, both UTF-8.
+    calendar: bytes | None = None,
+    logo: Logo | None = None,
+) -> ComposedMail:
+    """Build the reminder e-mail: a text part with an HTML alternative, both UTF-8, and
+    with ``logo`` the HTML as ``multipart/related`` [HTML, the logo as ``cid:`` image],
+    with ``calendar`` all that as ``multipart/mixed`` beside an ``afspraak.ics``.
 
-    Raises PermanentSendError: `invalid_header` for line breaks or NUL in any header
-    value, `invalid_address` for a bad recipient, `invalid_sender` for a bad From.
+    The bytes are written here in the one shape a reminder has; the header values are
+    folded by the e-mail package's header objects (RFC 2047 encoded words for non-ASCII),
+    kept per value. Raises PermanentSendError: `invalid_header` for line breaks or NUL in
+    any header value, `invalid_address` for a bad recipient, `invalid_sender` for a bad
+    From.
     """
     for name, value in (
         ("subject", subject),
@@ -155,57 +194,154 @@ def compose_email(
 
     sender = _sender_address(from_address, from_name)
     recipient = _parse_address(to, "invalid_address")
+    from_line = _folded("From", sender, "invalid_sender")
+    to_line = _address_line(recipient)
+    subject_line = _folded("Subject", subject, "invalid_header")
+    _check_headers_as_given(from_line[1], subject_line[1], from_name, subject)
 
-    msg = EmailMessage(policy=_POLICY)
-    # The e-mail package re-parses what it is given and raises assorted errors on what
-    # it cannot read back: that is this message's failure, with a reason, not a crash.
-    headers: tuple[tuple[str, Address | str, str], ...] = (
-        ("From", sender, "invalid_sender"),
-        ("To", recipient, "invalid_address"),
-        ("Subject", subject, "invalid_header"),
-    )
-    for header, content, reason in headers:
-        try:
-            msg[header] = content
-        except Exception as exc:
-            raise PermanentSendError(
-                reason, f"{header} cannot be written ({type(exc).__name__})"
-            ) from None
     when = date if date is not None else datetime.now(UTC)
-    msg["Date"] = email.utils.format_datetime(when)
-    msg["Message-ID"] = message_id_for(reminder_id, message_id_domain)
-    # RFC 3834: no out-of-office or other auto-replies to a machine-sent message.
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
+    message_id = message_id_for(reminder_id, message_id_domain)
+    head = [
+        from_line[0],
+        to_line,
+        subject_line[0],
+        _date_line(when),
+        _plain_line("Message-ID", message_id),
+        # RFC 3834: no out-of-office or other auto-replies to a machine-sent message.
+        b"Auto-Submitted: auto-generated\r\nX-Auto-Response-Suppress: All\r\n",
+    ]
     if unsubscribe_url is not None:
         url = _check_unsubscribe_url(unsubscribe_url)
-        msg["List-Unsubscribe"] = f"<{url}>"
+        # One line, never folded or encoded (a folded URL breaks List-Unsubscribe); a
+        # line may be up to 998 characters and the URL is capped below that.
+        head.append(b"List-Unsubscribe: <" + url.encode("ascii") + b">\r\n")
         # RFC 8058 one-click needs an HTTPS URI; for a plain-http (local demo) URL the
         # link is still listed, but mail clients must not POST to it blindly.
         if url.lower().startswith("https://"):
-            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            head.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    head.append(b"MIME-Version: 1.0\r\n")
+
     # Quoted-printable keeps both parts 7-bit clean and within line limits whatever the
     # template produced, so any relay (8BITMIME or not) passes them unchanged.
-    msg.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    # "=_" never occurs in quoted-printable text, so this boundary cannot collide with
-    # the parts. Setting it here also spares the generator its per-message boundary
-    # search (a fresh regex compile each time), over half the cost of flattening.
-    msg.make_alternative(boundary=f"=_reminder_{secrets.token_hex(12)}")
-    msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
-    _check_headers_as_given(msg, from_name, subject)
-    return msg
+    html_part = _TEXT_HEADERS % b"html" + _quoted_printable(html)
+    if logo is not None:
+        html_part = _multipart(b"related", _RELATED, [html_part, _logo_part(logo)])
+    text_part = _TEXT_HEADERS % b"plain" + _quoted_printable(text)
+    body = _multipart(b"alternative", _ALTERNATIVE, [text_part, html_part])
+    if calendar is not None:
+        body = _multipart(b"mixed", _MIXED, [body, _calendar_part(calendar)])
+    head.append(body)
+    return ComposedMail(
+        sender=sender.addr_spec,
+        recipient=recipient.addr_spec,
+        message_id=message_id,
+        data=b"".join(head),
+    )
 
 
-def _check_headers_as_given(msg: EmailMessage, from_name: str, subject: str) -> None:
+def _multipart(subtype: bytes, boundary: bytes, parts: list[bytes]) -> bytes:
+    """A multipart entity: its Content-Type header, a blank line and the parts."""
+    delimiter = b"\r\n--" + boundary + b"\r\n"
+    return b"".join(
+        (
+            b"Content-Type: multipart/",
+            subtype,
+            b'; boundary="',
+            boundary,
+            b'"\r\n\r\n--',
+            boundary,
+            b"\r\n",
+            delimiter.join(parts),
+            b"\r\n--",
+            boundary,
+            b"--\r\n",
+        )
+    )
+
+
+def _quoted_printable(value: str) -> bytes:
+    """The text as UTF-8 quoted-printable with CRLF line ends (binascii, in C)."""
+    lines = value.encode("utf-8").splitlines()
+    return binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True)
+
+
+def _base64_lines(data: bytes) -> bytes:
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+
+
+def _calendar_part(ics: bytes) -> bytes:
+    return (
+        b'Content-Type: text/calendar; method="PUBLISH"; charset="utf-8"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n"
+        b'Content-Disposition: attachment; filename="' + CALENDAR_FILENAME.encode() + b'"\r\n'
+        b"\r\n" + _base64_lines(ics)
+    )
+
+
+@lru_cache(maxsize=64)
+def _logo_part(logo: Logo) -> bytes:
+    # A practice's logo is the same on every reminder: encoded once per logo.
+    extension = b"png" if logo.subtype == "png" else b"jpg"
+    return (
+        b"Content-Type: image/" + logo.subtype.encode("ascii") + b"\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"Content-ID: <" + LOGO_CID.encode("ascii") + b">\r\n"
+        b'Content-Disposition: inline; filename="logo.' + extension + b'"\r\n'
+        b"\r\n" + _base64_lines(logo.data)
+    )
+
+
+def _folded(name: str, value: Address | str, reason: str) -> tuple[bytes, BaseHeader]:
+    """The header as the e-mail package writes it on the SMTP wire (folded, RFC 2047
+    encoded words for non-ASCII), with the parsed header object; folded once per value.
+
+    The package re-parses what it is given and raises assorted errors on what it cannot
+    read back: that is this message's failure, with a reason, not a crash."""
+    try:
+        header = _registry(name, value)
+        return _fold(header), header
+    except PermanentSendError:
+        raise
+    except Exception as exc:
+        detail = f"{name} cannot be written ({type(exc).__name__})"
+        raise PermanentSendError(reason, detail) from None
+
+
+def _fold(header: BaseHeader) -> bytes:
+    folded: bytes | None = header.__dict__.get("_wire")
+    if folded is None:
+        folded = header.__dict__["_wire"] = header.fold(policy=_WIRE_POLICY).encode("ascii")
+    return folded
+
+
+def _address_line(recipient: Address) -> bytes:
+    """``To:`` with the bare address: the one header that differs on every message."""
+    line = "To: " + recipient.addr_spec
+    if len(line) <= _MAX_LINE and line.isascii():
+        return line.encode("ascii") + _CRLF
+    return _folded("To", recipient, "invalid_address")[0]
+
+
+def _plain_line(name: str, value: str) -> bytes:
+    line = f"{name}: {value}"
+    if len(line) <= _MAX_LINE:
+        return line.encode("ascii") + _CRLF
+    return _folded(name, value, "invalid_header")[0]
+
+
+def _date_line(when: datetime) -> bytes:
+    return _plain_line("Date", email.utils.format_datetime(when))
+
+
+def _check_headers_as_given(
+    sender: BaseHeader, subject: BaseHeader, from_name: str, subject_text: str
+) -> None:
     """The headers hold exactly the plain text given: one From with that name, that
     subject. Anything the e-mail package would have read differently is refused."""
-    senders = msg.get_all("From") or []
-    if len(senders) != 1 or len(msg.get_all("Subject") or []) != 1:
-        raise PermanentSendError("invalid_header", "the message must have one From and Subject")
-    addresses: tuple[Address, ...] = getattr(senders[0], "addresses", ())
+    addresses: tuple[Address, ...] = getattr(sender, "addresses", ())
     if len(addresses) != 1 or addresses[0].display_name != from_name.strip():
         raise PermanentSendError("invalid_header", "from_name does not survive as plain text")
-    if str(msg["Subject"]) != subject:
+    if str(subject) != subject_text:
         raise PermanentSendError("invalid_header", "subject does not survive as plain text")
 
 

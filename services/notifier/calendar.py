@@ -30,12 +30,12 @@ from zoneinfo import ZoneInfo
 from icalendar import Calendar, Event, Timezone, TimezoneDaylight, TimezoneStandard, vCalAddress
 
 from schemas.models import Appointment, PracticeConfig
+from services.domain.mime import CALENDAR_FILENAME
 from services.domain.render import urgent_line
 
 __all__ = ["CALENDAR_FILENAME", "PRODID", "appointment_calendar", "calendar_uid", "vtimezone"]
 
 PRODID = "-//e-afspraken//afspraakherinneringen//NL"
-CALENDAR_FILENAME = "afspraak.ics"
 _INT32_MAX = 2**31 - 1
 
 _APPOINTMENT_AT = {"nl": "Afspraak bij {name}", "en": "Appointment at {name}"}

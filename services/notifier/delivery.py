@@ -22,7 +22,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Literal, Protocol, TypeVar
 
 from schemas.models import (
@@ -38,6 +37,7 @@ from services.domain.errors import (
     SubscriptionGone,
     TransientSendError,
 )
+from services.domain.mime import ComposedMail
 from services.domain.render import RenderedReminder
 from services.notifier.email import compose_email
 from services.notifier.metrics import RETRIES, SEND_SECONDS
@@ -62,7 +62,7 @@ _ADDRESS_REASONS = frozenset({"invalid_address", "recipient_refused"})
 
 
 class EmailTransport(Protocol):
-    async def send(self, msg: EmailMessage) -> None: ...
+    async def send(self, msg: ComposedMail) -> None: ...
 
 
 class PushTransport(Protocol):
@@ -195,6 +195,11 @@ class Deliverer:
         if transport is None or prefs.email is None or config.sender is None:
             return _ChannelResult("email", ok=False, reason="no_channel", detail="email: none")
         try:
+            calendar, logo = (
+                self._patient_mail.parts(config, appointment, prefs.language, now)
+                if self._patient_mail is not None
+                else (None, None)
+            )
             msg = compose_email(
                 reminder_id=due.reminder_id,
                 from_address=str(config.sender.email),
@@ -210,9 +215,9 @@ class Deliverer:
                 ),
                 message_id_domain=self._domain,
                 date=now,
+                calendar=calendar,
+                logo=logo,
             )
-            if self._patient_mail is not None:
-                self._patient_mail.complete(msg, config, appointment, prefs.language, now)
             await self._with_retries("email", lambda: transport.send(msg))
         except TransientSendError as exc:
             return _ChannelResult(
@@ -230,7 +235,7 @@ class Deliverer:
             "email",
             ok=True,
             detail="email: accepted",
-            message_id=str(msg["Message-ID"]),
+            message_id=msg.message_id,
         )
 
     async def _send_push(

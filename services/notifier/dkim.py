@@ -5,10 +5,9 @@ On when ``REMINDERS_SMTP__DKIM_DOMAIN``, ``__DKIM_SELECTOR`` and
 bulk senders to sign with a ``d=`` aligned with the From domain, and want
 ``List-Unsubscribe`` and ``List-Unsubscribe-Post`` under the signature.
 
-How the signature stays valid on the wire: the message is flattened here exactly as the
-SMTP pool's client (aiosmtplib) flattens it, those bytes are signed, and the signature
-is added as a pre-folded header that is written back byte for byte. Every boundary is
-fixed when the message is composed, so flattening again gives the same bytes.
+How the signature stays valid on the wire: a composed reminder is its bytes
+(``ComposedMail.data``), the SMTP pool sends those bytes as they are, and the signature
+dkimpy writes over them goes on top unchanged.
 Canonicalization is relaxed/relaxed, so a relay that refolds headers or trims trailing
 space does not break it either. The signed headers are listed twice where a second copy
 added later must break the signature (over-signing, RFC 6376 section 8.15).
@@ -21,11 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.policy
 import logging
 from dataclasses import dataclass, field
-from email.headerregistry import BaseHeader, UnstructuredHeader
-from email.message import EmailMessage
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
 from services.common.settings import Settings, SmtpSettings
+from services.domain.mime import ComposedMail
 from services.notifier.delivery import EmailTransport
 
 __all__ = [
@@ -298,23 +295,6 @@ def _rsa_key(pem: bytes) -> rsa.RSAPrivateKey:
     return key
 
 
-class _PrefoldedHeader(UnstructuredHeader, BaseHeader):
-    """A header written exactly as folded by the signer (never refolded or encoded)."""
-
-    folded: str
-
-    def fold(self, *, policy: Any) -> str:
-        linesep: str = policy.linesep
-        return f"{self.name}: {self.folded.replace(chr(13) + chr(10), linesep)}{linesep}"
-
-
-def _wire_policy(msg: EmailMessage) -> email.policy.EmailPolicy[EmailMessage]:
-    """The policy aiosmtplib flattens with: SMTPUTF8 only for a non-ASCII address."""
-    addresses = [str(msg.get("From", "")), str(msg.get("To", ""))]
-    utf8 = not all(a.isascii() for a in addresses)
-    return email.policy.SMTPUTF8 if utf8 else email.policy.SMTP
-
-
 def _aligned(from_domain: str, dkim_domain: str) -> bool:
     """DMARC relaxed alignment, approximated: one domain is the other or below it."""
     a, b = from_domain.lower().rstrip("."), dkim_domain.lower()
@@ -326,9 +306,8 @@ class DkimSigner:
         self.key = key
         self._warned: set[str] = set()
 
-    def _check_alignment(self, msg: EmailMessage) -> None:
-        addresses = getattr(msg["From"], "addresses", ())
-        domain = str(addresses[0].domain) if addresses else ""
+    def _check_alignment(self, msg: ComposedMail) -> None:
+        domain = msg.sender.rpartition("@")[2]
         if domain and not _aligned(domain, self.key.domain) and domain not in self._warned:
             self._warned.add(domain)
             log.warning(
@@ -336,24 +315,14 @@ class DkimSigner:
                 extra={"sender_domain": domain, "dkim_domain": self.key.domain},
             )
 
-    def sign(self, msg: EmailMessage) -> None:
-        """Add (or renew) this signer's DKIM-Signature at the top of ``msg``."""
+    def sign(self, msg: ComposedMail) -> ComposedMail:
+        """``msg`` with this signer's DKIM-Signature on top (RFC 6376 5.6), over exactly
+        the bytes that are sent."""
         self._check_alignment(msg)
-        del msg["DKIM-Signature"]
-        wire = msg.as_bytes(policy=_wire_policy(msg))
-        signature = _sign_bytes(self.key, wire).decode("ascii")
-        name, _, value = signature.partition(":")
-        value = value.strip(" ").removesuffix("\r\n")
-        header = _PrefoldedHeader(name, value.replace("\r\n", ""))
-        header.folded = value
-        # RFC 6376 5.6: the signature goes on top. Re-adding the header objects keeps
-        # their bytes (and the body is not touched).
-        existing = list(msg.items())
-        for header_name in {n for n, _ in existing}:
-            del msg[header_name]
-        msg["DKIM-Signature"] = header
-        for header_name, header_value in existing:
-            msg[header_name] = header_value
+        signature = _sign_bytes(self.key, msg.data)
+        if not signature.endswith(b"\r\n"):
+            signature += b"\r\n"
+        return msg.with_prefix(signature)
 
 
 class DkimSigningTransport:
@@ -363,6 +332,6 @@ class DkimSigningTransport:
         self.inner = inner
         self.signer = signer
 
-    async def send(self, msg: EmailMessage) -> None:
-        self.signer.sign(msg)
-        await self.inner.send(msg)
+    async def send(self, msg: ComposedMail) -> None:
+        # A retry sends the message given again, signed afresh.
+        await self.inner.send(self.signer.sign(msg))

@@ -13,7 +13,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from types import TracebackType
 
 import aiosmtplib
@@ -22,10 +21,11 @@ from services.common.settings import is_loopback_host
 from services.common.smtp_tls import SmtpSecurity, TlsPlan, tls_plan
 from services.domain.errors import PermanentSendError, SendError, TransientSendError
 from services.domain.mime import ADDRESS_LIKE as _ADDRESS_LIKE
-from services.domain.mime import compose_email, message_id_for
+from services.domain.mime import ComposedMail, compose_email, message_id_for
 from services.notifier.mail_health import MailHealth, SmtpProblem, diagnose, outcome_reason
 
 __all__ = [
+    "ComposedMail",
     "SmtpOptions",
     "SmtpPool",
     "SmtpSecurity",
@@ -269,7 +269,7 @@ class SmtpPool:
             slots.put_nowait(None)
         self.health.forget()
 
-    async def send(self, msg: EmailMessage) -> None:
+    async def send(self, msg: ComposedMail) -> None:
         """Hand one message to the server. Raises TransientSendError/PermanentSendError."""
         if self._slots is None:
             raise RuntimeError("SmtpPool.start() was not called")
@@ -282,7 +282,13 @@ class SmtpPool:
                 raise RuntimeError("SmtpPool is closed")
             conn = await self._ready(slot)
             try:
-                await conn.client.send_message(msg)
+                # The composed bytes as they are (7-bit, CRLF): nothing is flattened here.
+                await conn.client.sendmail(
+                    msg.sender,
+                    [msg.recipient],
+                    msg.data,
+                    mail_options=["SMTPUTF8"] if msg.needs_smtputf8 else None,
+                )
             except Exception as exc:
                 # After a refused envelope aiosmtplib has sent RSET: the session is fine.
                 reusable = isinstance(

@@ -1,5 +1,5 @@
 """The patient's side of a reminder e-mail (DESIGN "Patient links"): what the notifier
-adds to the message ``compose_email`` built.
+has ``compose_email`` add to the message.
 
 - ``List-Unsubscribe`` points at the one-click link ``{public_url}/u/{token}`` that
   practice-admin serves (RFC 8058), signed for this patient; without a secret key (a
@@ -10,57 +10,25 @@ adds to the message ``compose_email`` built.
   .branding decides, and render_reminder puts the header in the HTML).
 
 The message becomes ``multipart/mixed`` [``multipart/alternative`` [text,
-``multipart/related`` [HTML, logo] or HTML], ``afspraak.ics``]; every boundary is
-fixed when the part is made, so the message flattens to the same bytes every time
-(which DKIM signing relies on).
+``multipart/related`` [HTML, logo] or HTML], ``afspraak.ics``], written as bytes by
+``compose_email`` (the bytes DKIM signs are the bytes sent).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage, MIMEPart
 
 from schemas.models import Appointment, PracticeConfig, ReminderDue
 from services.common.patient_links import PatientLinkSigner, unsubscribe_url
 from services.common.settings import Settings
-from services.domain.branding import LOGO_CID, Logo, practice_logo
-from services.notifier.calendar import CALENDAR_FILENAME, appointment_calendar
+from services.domain.branding import Logo, practice_logo
+from services.notifier.calendar import appointment_calendar
 
-__all__ = ["PatientMail", "attach_calendar", "attach_logo", "patient_mail_from_settings"]
+__all__ = ["PatientMail", "patient_mail_from_settings"]
 
 log = logging.getLogger(__name__)
-
-
-def attach_logo(msg: EmailMessage, logo: Logo) -> None:
-    """The HTML part becomes ``multipart/related`` [HTML, the logo as ``cid:`` image]."""
-    html_part = msg.get_body(("html",))
-    if not isinstance(html_part, EmailMessage | MIMEPart):
-        return
-    html_part.make_related(boundary=f"=_related_{secrets.token_hex(12)}")
-    html_part.add_related(
-        logo.data,
-        maintype="image",
-        subtype=logo.subtype,
-        cid=f"<{LOGO_CID}>",
-        disposition="inline",
-        filename=f"logo.{'png' if logo.subtype == 'png' else 'jpg'}",
-    )
-
-
-def attach_calendar(msg: EmailMessage, ics: bytes) -> None:
-    """Add the calendar object as an ``afspraak.ics`` attachment (base64, 7-bit clean)."""
-    if msg.get_content_type() != "multipart/mixed":
-        msg.make_mixed(boundary=f"=_mixed_{secrets.token_hex(12)}")
-    msg.add_attachment(
-        ics,
-        maintype="text",
-        subtype="calendar",
-        filename=CALENDAR_FILENAME,
-        params={"method": "PUBLISH", "charset": "utf-8"},
-    )
 
 
 @dataclass(frozen=True)
@@ -80,21 +48,19 @@ class PatientMail:
         token = self.signer.issue(due.practice_id, due.patient_id, now)
         return unsubscribe_url(self.public_url, token)
 
-    def complete(
+    def parts(
         self,
-        msg: EmailMessage,
         config: PracticeConfig,
         appointment: Appointment,
         language: str,
         now: datetime,
-    ) -> None:
+    ) -> tuple[bytes, Logo | None]:
+        """What ``compose_email`` adds: the calendar object and the practice's logo."""
         ics = appointment_calendar(
             config, appointment, language, uid_domain=self.uid_domain, now=now
         )
-        logo = practice_logo(config)
-        if logo is not None:  # render_reminder referred to it as cid:
-            attach_logo(msg, logo)
-        attach_calendar(msg, ics)
+        # render_reminder referred to the logo as cid: when there is one.
+        return ics, practice_logo(config)
 
 
 def patient_mail_from_settings(settings: Settings) -> PatientMail:

@@ -6,7 +6,6 @@ import asyncio
 import mailbox
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ import trustme
 
 from devkit.sinks.smtp_sink import SmtpSink
 from services.domain.errors import PermanentSendError, TransientSendError
-from services.notifier.email import SmtpOptions, SmtpPool, compose_email
+from services.notifier.email import ComposedMail, SmtpOptions, SmtpPool, compose_email
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ async def pool(sink: SmtpSink) -> AsyncIterator[SmtpPool]:
         yield running
 
 
-def _msg(n: int, to: str | None = None) -> EmailMessage:
+def _msg(n: int, to: str | None = None) -> ComposedMail:
     return compose_email(
         reminder_id=f"practice-1/appt-{n}/2026-12-01T08:30:00Z",
         from_address="noreply@praktijk.example",
@@ -75,7 +74,7 @@ async def test_plain_send_reuses_one_connection(sink: SmtpSink, pool: SmtpPool) 
     sent = [_msg(i) for i in range(3)]
     for msg in sent:
         await pool.send(msg)
-    assert sink.message_ids() == [m["Message-ID"] for m in sent]
+    assert sink.message_ids() == [m.message_id for m in sent]
     received = sink.messages[0]
     assert received.rcpt_tos == ("patient0@example.org",)
     assert received.mail_from == "noreply@praktijk.example"

@@ -52,6 +52,7 @@ from services.common.settings import (
     SmtpSettings,
 )
 from services.domain.codec import encode
+from services.domain.mime import ComposedMail
 from services.domain.partition import partition_for
 from services.notifier.app import NotifierService, smtp_options
 from services.notifier.email import SmtpPool, message_id_for
@@ -742,7 +743,7 @@ class _CrashingMail:
         self._pool = pool
         self._left = crash_after
 
-    async def send(self, msg: EmailMessage) -> None:
+    async def send(self, msg: ComposedMail) -> None:
         await self._pool.send(msg)
         self._left -= 1
         if self._left == 0:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any
 
 from schemas.models import PracticeConfig
+from services.domain.mime import ComposedMail
 from services.domain.render import render_reminder
 from services.notifier.delivery import Deliverer, EmailTransport
 from services.notifier.patient_mail import PatientMail
@@ -29,9 +29,9 @@ class CapturingMail:
     """An e-mail transport that keeps what it is given."""
 
     def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
+        self.sent: list[ComposedMail] = []
 
-    async def send(self, msg: EmailMessage) -> None:
+    async def send(self, msg: ComposedMail) -> None:
         self.sent.append(msg)
 
 

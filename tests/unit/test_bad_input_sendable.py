@@ -190,7 +190,7 @@ def test_direction_and_separator_characters_in_from_name_are_refused(char: str) 
 
 def test_the_composed_message_read_back_has_one_from_only_our_headers_and_the_urgent_line() -> None:
     msg = _compose(from_name="Praktijk “De Linde” – Ærø", subject="Afspraak: dinsdag 1 december")
-    back = message_from_bytes(msg.as_bytes(), policy=policy.default)
+    back = message_from_bytes(msg.data, policy=policy.default)
     assert len(back.get_all("From") or []) == 1
     assert back["From"].addresses[0].display_name == "Praktijk “De Linde” – Ærø"
     assert {k.lower() for k in back} == {

@@ -91,7 +91,7 @@ def _send_all(config: PracticeConfig, appointment: Appointment, to: str) -> None
     for language in ("nl", "en"):
         rendered = render_reminder(config, appointment, language)
         sender = config.sender
-        compose_email(
+        wire = compose_email(
             reminder_id=appointment.reminder_id,
             from_address=str(sender.email) if sender else "a@praktijk.example.org",
             from_name=sender.name if sender else config.name,
@@ -102,7 +102,8 @@ def _send_all(config: PracticeConfig, appointment: Appointment, to: str) -> None
             unsubscribe_url=config.preferences_url,
             message_id_domain=_SENDER_DOMAIN,
             date=RECEIVED,
-        ).as_bytes()
+        ).data
+        assert wire.isascii()  # 7-bit on the wire, whatever the input
         payload = push_payload(rendered.push.title, rendered.push.body, language)
         assert len(payload) <= MAX_PAYLOAD_BYTES
         assert rendered.push.body.split("\n")[-1].startswith(("Heeft u", "Urgent"))

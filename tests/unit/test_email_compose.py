@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from services.domain.errors import PermanentSendError
-from services.notifier.email import compose_email, message_id_for
+from services.notifier.email import ComposedMail, compose_email, message_id_for
 
 REMINDER_ID = "01234567/appt-42/2026-12-01T08:30:00Z"
 
 
-def _compose(**overrides: Any) -> EmailMessage:
+def _compose(**overrides: Any) -> ComposedMail:
     args: dict[str, Any] = {
         "reminder_id": REMINDER_ID,
         "from_address": "noreply@praktijk-delinde.example",
@@ -34,9 +34,9 @@ def _compose(**overrides: Any) -> EmailMessage:
     return compose_email(**args)
 
 
-def _roundtrip(msg: EmailMessage) -> EmailMessage:
+def _roundtrip(msg: ComposedMail) -> EmailMessage:
     """What a mail server would see: the SMTP wire form, parsed again."""
-    raw = msg.as_bytes(policy=email.policy.SMTP)
+    raw = msg.data
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
@@ -64,10 +64,11 @@ def test_message_id_is_derived_from_the_reminder_id() -> None:
     expected_hash = hashlib.sha256(REMINDER_ID.encode()).hexdigest()[:40]
     first = _compose()
     second = _compose(subject="Other subject", text="other", html="<p>other</p>")
-    assert first["Message-ID"] == f"<{expected_hash}@reminders.example.org>"
-    assert first["Message-ID"] == second["Message-ID"]
-    assert message_id_for(REMINDER_ID, "reminders.example.org") == first["Message-ID"]
-    assert _compose(reminder_id=REMINDER_ID + "x")["Message-ID"] != first["Message-ID"]
+    assert first.message_id == f"<{expected_hash}@reminders.example.org>"
+    assert first.message_id == second.message_id
+    assert _roundtrip(first)["Message-ID"] == first.message_id
+    assert message_id_for(REMINDER_ID, "reminders.example.org") == first.message_id
+    assert _compose(reminder_id=REMINDER_ID + "x").message_id != first.message_id
 
 
 def test_text_and_html_alternatives_in_utf8() -> None:
@@ -83,13 +84,13 @@ def test_text_and_html_alternatives_in_utf8() -> None:
     assert text == "Beste patiënt,\nU heeft morgen een afspraak.\n"
     assert "<p>Beste patiënt,</p>" in html.get_content()
     # 7-bit clean on the wire, whatever the server supports.
-    assert all(b < 128 for b in msg.as_bytes(policy=email.policy.SMTP))
+    assert all(b < 128 for b in _compose().data)
 
 
 def test_unicode_display_name_is_encoded_and_survives() -> None:
     name = "Huisartsenpraktijk ‘t Gooi, Zuid — Dr. Özdemir & Ĳsselmeer"
     msg = _compose(from_name=name, subject="Uw afspraak — café ☕")
-    wire = msg.as_bytes(policy=email.policy.SMTP)
+    wire = msg.data
     from_line = next(line for line in wire.split(b"\r\n") if line.startswith(b"From:"))
     assert b"=?utf-8?" in from_line  # RFC 2047 encoded, not raw 8-bit
     # A long name spans several encoded words, split mid-word; RFC 2047 section 6.2 says
@@ -109,18 +110,18 @@ def test_short_unicode_display_name_roundtrips() -> None:
 
 def test_long_unsubscribe_url_is_not_mangled() -> None:
     url = "https://portaal.example.org/voorkeuren/afmelden?token=" + "A1b2" * 60
-    wire = _compose(unsubscribe_url=url).as_bytes(policy=email.policy.SMTP)
+    wire = _compose(unsubscribe_url=url).data
     assert f"List-Unsubscribe: <{url}>\r\n".encode() in wire
 
 
 def test_no_unsubscribe_headers_without_url() -> None:
-    msg = _compose(unsubscribe_url=None)
+    msg = _roundtrip(_compose(unsubscribe_url=None))
     assert msg["List-Unsubscribe"] is None
     assert msg["List-Unsubscribe-Post"] is None
 
 
 def test_plain_http_url_listed_without_one_click() -> None:
-    msg = _compose(unsubscribe_url="http://localhost:8080/prefs")
+    msg = _roundtrip(_compose(unsubscribe_url="http://localhost:8080/prefs"))
     assert msg["List-Unsubscribe"] == "<http://localhost:8080/prefs>"
     assert msg["List-Unsubscribe-Post"] is None
 

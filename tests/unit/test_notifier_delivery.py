@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from services.domain.errors import (
     SubscriptionGone,
     TransientSendError,
 )
+from services.domain.mime import ComposedMail
 from services.domain.render import render_reminder
 from services.notifier.delivery import Deliverer, Delivery, subscription_ref
 from services.notifier.email import message_id_for
@@ -50,10 +50,10 @@ def _sub(n: int) -> dict[str, Any]:
 class FakeMail:
     def __init__(self, *failures: SendError) -> None:
         self.failures = list(failures)
-        self.sent: list[EmailMessage] = []
+        self.sent: list[ComposedMail] = []
         self.calls = 0
 
-    async def send(self, msg: EmailMessage) -> None:
+    async def send(self, msg: ComposedMail) -> None:
         self.calls += 1
         if self.failures:
             raise self.failures.pop(0)
@@ -122,7 +122,8 @@ async def test_email_sent_with_the_message_id_of_the_reminder() -> None:
     due = sample_due(sample_appointment(start=START), fired_at=NOW)
     assert delivery.status == "sent" and delivery.channel == "email"
     assert delivery.message_id == message_id_for(due.reminder_id, DOMAIN)
-    assert mail.sent[0]["Message-ID"] == delivery.message_id
+    assert mail.sent[0].message_id == delivery.message_id
+    assert mail.sent[0].parsed()["Message-ID"] == delivery.message_id
 
 
 async def test_transient_failures_are_retried() -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from email.message import EmailMessage
 
 import pytest
 
 from schemas.models import Outcome
 from services.common.settings import Settings
 from services.domain.errors import TransientSendError
+from services.domain.mime import ComposedMail
 from services.notifier.delivery import Deliverer
 from services.notifier.retry import RetryPolicy
 from tests.unit.test_notifier_engine import TOPICS, FakeProducer, Harness
@@ -24,11 +24,11 @@ from tests.unit.test_notifier_engine import TOPICS, FakeProducer, Harness
 class MockMail:
     """An e-mail transport from a function: it returns (accepted) or raises a SendError."""
 
-    def __init__(self, handler: Callable[[EmailMessage], None]) -> None:
+    def __init__(self, handler: Callable[[ComposedMail], None]) -> None:
         self.handler = handler
-        self.accepted: list[EmailMessage] = []
+        self.accepted: list[ComposedMail] = []
 
-    async def send(self, msg: EmailMessage) -> None:
+    async def send(self, msg: ComposedMail) -> None:
         self.handler(msg)
         self.accepted.append(msg)
 
@@ -37,14 +37,14 @@ async def _no_sleep(_: float) -> None:
     return None
 
 
-def _refuse(code: str) -> Callable[[EmailMessage], None]:
-    def handler(msg: EmailMessage) -> None:
+def _refuse(code: str) -> Callable[[ComposedMail], None]:
+    def handler(msg: ComposedMail) -> None:
         raise TransientSendError(code)
 
     return handler
 
 
-def _accept(msg: EmailMessage) -> None:
+def _accept(msg: ComposedMail) -> None:
     return None
 
 
@@ -174,7 +174,7 @@ async def test_outcomes_name_the_reminder_the_channel_and_the_message_id(
     assert first.reminder_id.startswith(f"{first.practice_id}/a-1/")
     assert (first.status, first.channel) == ("sent", "email")
     assert first.message_id is not None
-    assert first.message_id == p.mail.accepted[0]["Message-ID"]
+    assert first.message_id == p.mail.accepted[0].parsed()["Message-ID"]
     no_consent = p.h.due_tomorrow("a-2")
     p.h.tables.preferences.clear()  # the patient's consent is gone: suppressed
     await p.h.run(no_consent)

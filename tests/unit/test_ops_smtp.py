@@ -11,7 +11,6 @@ import logging
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,14 @@ from devkit.sinks.smtp_sink import SmtpSink
 from services.common.settings import Settings, SmtpSettings
 from services.domain.errors import TransientSendError
 from services.notifier.app import NotifierService, smtp_options
-from services.notifier.email import SmtpOptions, SmtpPool, TlsPlan, compose_email, tls_plan
+from services.notifier.email import (
+    ComposedMail,
+    SmtpOptions,
+    SmtpPool,
+    TlsPlan,
+    compose_email,
+    tls_plan,
+)
 from services.notifier.mail_health import PROBLEM_REASONS
 
 PASSWORD = "Sup3r-Secret-Passw0rd"
@@ -55,7 +61,7 @@ def _opts(port: int, **overrides: object) -> SmtpOptions:
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
-def _msg() -> EmailMessage:
+def _msg() -> ComposedMail:
     return compose_email(
         reminder_id="01054321/appt-1/2026-12-02T08:30:00Z",
         from_address="noreply@praktijk.example",

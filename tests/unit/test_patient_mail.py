@@ -22,7 +22,7 @@ async def _sent(patient_mail: PatientMail | None) -> EmailMessage:
     mail = CapturingMail()
     await send_reminder(mail, patient_mail)
     [msg] = mail.sent
-    wire = msg.as_bytes(policy=email.policy.SMTP)
+    wire = msg.data
     parsed = email.message_from_bytes(wire, policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
