@@ -33,6 +33,11 @@ CALENDAR_FILENAME = "afspraak.ics"
 # Characters that end a header line somewhere: CR, LF and NUL, plus the other characters
 # that str.splitlines() treats as line breaks (the email package folds with it).
 _LINE_BREAKS = frozenset("\r\n\0\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+_LINE_BREAK = re.compile("[" + re.escape("".join(sorted(_LINE_BREAKS))) + "]")
+# A plain dot-atom address (RFC 5322 atext): read without the e-mail package's parser,
+# which gives the same local part and domain for these (tests/unit/test_mime_bytes.py).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_SIMPLE_ADDRESS = re.compile(rf"({_ATEXT}(?:\.{_ATEXT})*)@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 _DOMAIN_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _URL_UNSAFE = re.compile(r"[\s<>\"\\^`{|}]")
 # Server replies often echo the mailbox ("<someone@example.org>: Recipient address
@@ -329,7 +334,9 @@ def _plain_line(name: str, value: str) -> bytes:
     return _folded(name, value, "invalid_header")[0]
 
 
+@lru_cache(maxsize=256)
 def _date_line(when: datetime) -> bytes:
+    # One clock reading serves a whole batch.
     return _plain_line("Date", email.utils.format_datetime(when))
 
 
@@ -346,11 +353,14 @@ def _check_headers_as_given(
 
 
 def _check_line(value: str, name: str) -> None:
-    if any(ch in _LINE_BREAKS for ch in value):
+    if _LINE_BREAK.search(value) is not None:
         raise PermanentSendError("invalid_header", f"{name} contains a line break or NUL")
 
 
+@lru_cache(maxsize=4096)
 def _ascii_domain(domain: str, reason: str) -> str:
+    # Patients' domains repeat (a handful of providers): checked once per domain; a
+    # refused one raises every time (lru_cache keeps no exceptions).
     domain = domain.strip().rstrip(".")
     try:
         ascii_domain = domain.encode("idna").decode("ascii")
@@ -372,8 +382,20 @@ def _sender_address(from_address: str, from_name: str) -> Address:
 
 
 def _parse_address(value: str, reason: str, display_name: str = "") -> Address:
+    value = value.strip()
+    simple = _SIMPLE_ADDRESS.fullmatch(value)
+    if simple is not None:
+        local, domain = simple.groups()
+        if len(local) > 64 or len(value) > 254:
+            raise PermanentSendError(reason, "not a valid e-mail address")
+        ascii_domain = _ascii_domain(domain, reason)
+        return Address(display_name=display_name, username=local, domain=ascii_domain)
+    return _parse_address_fully(value, reason, display_name)
+
+
+def _parse_address_fully(value: str, reason: str, display_name: str = "") -> Address:
     try:
-        parsed = Address(addr_spec=value.strip())
+        parsed = Address(addr_spec=value)
     except Exception:  # the parser raises assorted defect, parse and index errors
         raise PermanentSendError(reason, "not a valid e-mail address") from None
     local, domain = parsed.username, parsed.domain

@@ -23,6 +23,7 @@ zone database would put the change an hour late.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -190,8 +191,8 @@ def appointment_calendar(
         _time_line("dtstart", start),
         _time_line("dtend", end),
         _time_line("dtstamp", now.astimezone(UTC)),
-        _line("uid", uid, keep=False),
-        _line("sequence", _sequence(appointment.sequence), keep=False),
+        _uid_line(uid),
+        b"SEQUENCE:%d\r\n" % _sequence(appointment.sequence),
         _line("class", "PRIVATE"),
     ]
     if lines:
@@ -215,13 +216,24 @@ def _property_line(name: str, value: object) -> bytes:
     return whole[len(head) : -len(tail)]
 
 
+_PLAIN_UID = re.compile(r"[A-Za-z0-9.@-]{1,70}")
+
+
+def _uid_line(uid: str) -> bytes:
+    """``UID`` differs on every appointment: a plain one (hex digest @ host name, nothing
+    to escape, shorter than a folded line) is written as icalendar writes it."""
+    if _PLAIN_UID.fullmatch(uid):
+        return b"UID:" + uid.encode("ascii") + b"\r\n"
+    return _property_line("uid", uid)
+
+
 @lru_cache(maxsize=4096)
 def _kept_line(name: str, value: str | int) -> bytes:
     return _property_line(name, value)
 
 
-def _line(name: str, value: str | int, *, keep: bool = True) -> bytes:
-    return _kept_line(name, value) if keep else _property_line(name, value)
+def _line(name: str, value: str | int) -> bytes:
+    return _kept_line(name, value)
 
 
 @lru_cache(maxsize=4096)
