@@ -35,7 +35,7 @@ import html
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from html.parser import HTMLParser
 from importlib import resources
@@ -364,6 +364,20 @@ def _type_text(config: PracticeConfig, code: str) -> AppointmentTypeText | None:
     return config.appointment_types.get(code)
 
 
+@lru_cache(maxsize=1024)
+def _date_texts(day: date, language: str) -> tuple[str, str]:
+    # A burst of reminders shares a handful of days: babel formats each once.
+    return (
+        format_date(day, _DATE_PATTERN, locale=language),
+        format_date(day, "EEEE", locale=language),
+    )
+
+
+@lru_cache(maxsize=2048)
+def _time_text(moment: time, language: str) -> str:
+    return format_time(moment, "HH:mm", locale=language)
+
+
 def _context(
     config: PracticeConfig,
     appointment: Appointment,
@@ -372,11 +386,12 @@ def _context(
     zone = ZoneInfo(config.timezone)
     local = appointment.start.astimezone(zone)
     text = _type_text(config, appointment.appointment_type.code)
+    date_text, weekday = _date_texts(local.date(), language)
     return {
         "practice": _PracticeView(name=config.name, phone=config.phone or ""),
-        "date_text": format_date(local.date(), _DATE_PATTERN, locale=language),
-        "time_text": format_time(local.time(), "HH:mm", locale=language),
-        "weekday": format_date(local.date(), "EEEE", locale=language),
+        "date_text": date_text,
+        "time_text": _time_text(local.time(), language),
+        "weekday": weekday,
         # The practice's own label, never the HIS display (it may hold the complaint).
         "label": text.label if text is not None else _NEUTRAL_LABEL[language],
         "with_whom": text.with_whom if text is not None else "",
