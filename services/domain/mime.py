@@ -47,9 +47,8 @@ _ADDRESS_LIKE = re.compile(r"[^\s<>\"'@]*@[^\s<>\"']+")
 
 class _FoldOnceHeader(BaseHeader):
     """Keeps what ``fold`` wrote, per line length, line separator and UTF-8 setting
-    (all that folding reads of the policy): a message is flattened twice (DKIM signs
-    the bytes, aiosmtplib writes them), and the headers every message shares (content
-    types, encodings, the practice's From) are folded once, not twice per message."""
+    (all that folding reads of the policy): the headers many messages share (the
+    practice's From, a slot's Subject) are folded once, not once per message."""
 
     def fold(self, *, policy: Any) -> str:
         key = (policy.max_line_length, policy.linesep, policy.utf8)
