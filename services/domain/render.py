@@ -580,9 +580,52 @@ class _Sanitizer(HTMLParser):
 
 def sanitize_html(fragment: str) -> str:
     """Reduce practice HTML to simple, balanced text markup without styling or hiding."""
+    simple = _sanitize_simple(fragment)
+    if simple is not None:
+        return simple
     sanitizer = _Sanitizer()
     sanitizer.feed(fragment)
     return sanitizer.result()
+
+
+# A bare allowed tag, opening or closing: all the markup most templates hold.
+_SIMPLE_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)>")
+
+
+def _sanitize_simple(fragment: str) -> str | None:
+    """What _Sanitizer gives for a fragment whose only markup is bare allowed tags
+    (``<p>``, ``</strong>``, ``<br>``: no attributes, comments or other tags), without
+    the Python HTML parser; None for anything else. The same steps: the text between
+    tags unescaped and escaped again, the tags balanced (tests/unit/test_render_safety.py
+    checks it against the parser)."""
+    tags = list(_SIMPLE_TAG.finditer(fragment))
+    if fragment.count("<") != len(tags):
+        return None
+    out: list[str] = []
+    opened: list[str] = []
+    at = 0
+    for tag in tags:
+        name = tag.group(2).lower()
+        if name not in _ALLOWED_TAGS:
+            return None
+        if tag.start() > at:
+            out.append(html.escape(html.unescape(fragment[at : tag.start()]), quote=False))
+        at = tag.end()
+        if not tag.group(1):
+            out.append(f"<{name}>")
+            if name not in _VOID_TAGS:
+                opened.append(name)
+        elif name in opened:
+            while opened:
+                top = opened.pop()
+                out.append(f"</{top}>")
+                if top == name:
+                    break
+    if at < len(fragment):
+        out.append(html.escape(html.unescape(fragment[at:]), quote=False))
+    while opened:
+        out.append(f"</{opened.pop()}>")
+    return "".join(out)
 
 
 def _html_document(

@@ -8,10 +8,17 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.models import PracticeConfig
 from services.domain.render import (
     TemplateRejected,
+    _context,
+    _render_part,
+    _sanitize_simple,
+    _Sanitizer,
+    _source_for,
     check_templates,
     render_reminder,
     sample_appointment,
@@ -262,3 +269,43 @@ def test_deeply_nested_templates_are_rejected_quickly(source: str) -> None:
     with pytest.raises(TemplateRejected, match="nested too deeply"):
         check_templates(cfg)
     assert time.monotonic() - started < 5
+
+
+def _parsed_sanitized(fragment: str) -> str:
+    sanitizer = _Sanitizer()
+    sanitizer.feed(fragment)
+    return sanitizer.result()
+
+
+_PIECES = st.one_of(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+    st.sampled_from(
+        ["&amp;", "&lt;", "&gt", "&#34;", "&#x27;", "&", ";", ">", "&amp", "&nbsp;", "&bogus;"]
+    ),
+    st.sampled_from(["p", "P", "strong", "br", "BR", "em", "a", "ul", "li", "div", "hr"]).flatmap(
+        lambda name: st.sampled_from([f"<{name}>", f"</{name}>"])
+    ),
+    st.sampled_from(["<script>", "</style>", "<img>", "<p class=x>", "<br/>", "<!-- c -->", "<"]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=30).map("".join))
+def test_the_fast_sanitizer_gives_what_the_parser_gives(fragment: str) -> None:
+    fast = _sanitize_simple(fragment)
+    if fast is not None:
+        assert fast == _parsed_sanitized(fragment)
+    assert sanitize_html(fragment) == _parsed_sanitized(fragment)
+
+
+def test_the_builtin_templates_take_the_fast_sanitizer() -> None:
+    practice = config({})
+    appointment = sample_appointment(practice, "C10", NOW)
+    for language in ("nl", "en"):
+        fragment = _render_part(
+            _source_for(practice, "C10", language, "html"),
+            "html",
+            _context(practice, appointment, language),
+        )
+        assert "<strong>" in fragment
+        assert _sanitize_simple(fragment) == _parsed_sanitized(fragment)
