@@ -12,8 +12,9 @@ time, reminders/s from "all partitions ready" to "every outcome committed", the 
 batch time (decide + send + transaction), the transactions per second and the notifier's
 CPU per reminder (less sensitive than reminders/s to other load on a shared machine).
 
-The floor, measured in the same round right after the notifier: raw aiosmtplib sending
-the same messages (composed beforehand by the notifier's own Deliverer, untimed) over
+The floor, measured in the same round right after the notifier: raw aiosmtplib
+``sendmail`` of the same bytes (composed beforehand by the notifier's own Deliverer,
+untimed; the notifier's pool hands its composed bytes to ``sendmail`` the same way) over
 the same number of connections (``--connections``, the notifier's SMTP pool size) to
 the same sink. One line per batch size: figure, floor, ratio (target >= 70%) and CPU
 per reminder (target <= 1 ms).
