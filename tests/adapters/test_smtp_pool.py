@@ -275,3 +275,24 @@ async def test_sink_writes_an_mbox(tmp_path: Path) -> None:
         assert [m["Subject"] for m in box] == ["Herinnering 1", "Herinnering 2"]
     finally:
         box.close()
+
+
+async def test_a_non_ascii_address_goes_out_with_smtputf8(sink: SmtpSink, pool: SmtpPool) -> None:
+    # compose_email refuses such addresses today; a mail with one still reaches a server
+    # that offers SMTPUTF8, with its bytes as composed.
+    to = "jösé@patient.example.org"
+    data = (
+        f"From: noreply@praktijk.example\r\nTo: {to}\r\nSubject: x\r\n"
+        "Message-ID: <u@reminders.example.org>\r\n\r\nTot morgen.\r\n"
+    ).encode()
+    await pool.send(
+        ComposedMail(
+            sender="noreply@praktijk.example",
+            recipient=to,
+            message_id="<u@reminders.example.org>",
+            data=data,
+        )
+    )
+    [received] = sink.messages
+    assert received.rcpt_tos == (to,)
+    assert received.raw.endswith(b"Tot morgen.\r\n")
