@@ -109,6 +109,8 @@ log = logging.getLogger(__name__)
 WorkerState = Literal["loading", "ready", "blocked", "stopped", "failed"]
 # How often (service time) a held partition forgets sent reminders past their memory.
 _PRUNE_EVERY = timedelta(minutes=5)
+# Reminders decided (rendered) between two chances for the event loop to serve others.
+_DECIDE_SLICE = 8
 _FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 POSSIBLE_DUPLICATE_NOTE = "possible duplicate: in flight when an earlier owner stopped"
 
@@ -566,6 +568,11 @@ class PartitionWorker:
         seen: set[str] = set()
         deferred: list[ConsumerRecord[bytes, bytes]] = []
         for index, record in enumerate(batch):
+            if index and index % _DECIDE_SLICE == 0:
+                # Deciding renders each reminder: let the SMTP sessions of the batches in
+                # flight (and Kafka) be served between slices, so that the connections
+                # do not stand idle while a whole batch is rendered.
+                await asyncio.sleep(0)
             item = _Item(record)
             if ledger.is_answered(record.offset):
                 log.debug(
