@@ -8,7 +8,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.domain.his_events import REASONS, Problem, parse_event, problems
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.domain.codec import DuplicateKey, no_duplicate_keys
+from services.domain.his_events import (
+    REASONS,
+    Problem,
+    duplicate_key_problem,
+    parse_event,
+    problems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples" / "his"
@@ -81,3 +91,51 @@ def test_the_domain_imports_no_framework_no_kafka_and_no_service() -> None:
             assert top not in ("aiokafka", "faststream", "fastapi", "starlette", "sqlalchemy")
             if top == "services":
                 assert module.startswith(allowed), f"{path.name} imports {module}"
+
+
+# A JSON text with objects whose keys may repeat, colons and escapes in the strings, and
+# whitespace anywhere: what the fast duplicate-key check must never get wrong.
+_KEYS = st.sampled_from(["a", "b", "id", "a:b", 'q"', "\u00eb", ":"])
+_TEXTS = st.text(alphabet=st.sampled_from(["a", ":", '"', "\\", " ", "\u00eb", "\n"]), max_size=6)
+_SPACE = st.sampled_from(["", " ", "\n\t "])
+
+
+def _escape(text: str, style: int) -> str:
+    # json.dumps' own escaping, or every character as a \u escape, or ASCII only
+    if style == 1:
+        return '"' + "".join(f"\\u{ord(c):04x}" for c in text) + '"'
+    return json.dumps(text, ensure_ascii=style == 2)
+
+
+@st.composite
+def _json_texts(draw: st.DrawFn, depth: int = 0) -> str:
+    space = draw(_SPACE)
+    if depth >= 3 or draw(st.integers(0, 3)) == 0:
+        return (
+            draw(st.sampled_from(["1", "null", "true", "-2.5e3"]))
+            if draw(st.booleans())
+            else _escape(draw(_TEXTS), draw(st.integers(0, 2)))
+        )
+    if draw(st.booleans()):
+        items = draw(st.lists(_json_texts(depth + 1), max_size=3))
+        return "[" + space + ("," + space).join(items) + "]"
+    pairs = draw(st.lists(st.tuples(_KEYS, _json_texts(depth + 1)), max_size=4))
+    style = draw(st.integers(0, 2))
+    return (
+        "{"
+        + ",".join(f"{space}{_escape(k, style)}{space}:{space}{v}" for k, v in pairs)
+        + space
+        + "}"
+    )
+
+
+@settings(max_examples=400)
+@given(_json_texts())
+def test_the_duplicate_key_check_agrees_with_the_exact_decoder(text: str) -> None:
+    try:
+        json.loads(text, object_pairs_hook=no_duplicate_keys)
+        exact = False
+    except DuplicateKey:
+        exact = True
+    found = duplicate_key_problem(text.encode())
+    assert (found is not None) == exact
