@@ -152,7 +152,7 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Head:
     """The request headers a write reads (the first of each, as Starlette's ``get``)."""
 
@@ -281,7 +281,7 @@ class _GatewayApi(FastAPI):
         counter.inc()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Verdict:
     """One event after the parser and the practice check."""
 
