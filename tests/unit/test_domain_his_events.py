@@ -7,10 +7,12 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.domain import his_events
 from services.domain.codec import DuplicateKey, no_duplicate_keys
 from services.domain.his_events import (
     REASONS,
@@ -139,3 +141,86 @@ def test_the_duplicate_key_check_agrees_with_the_exact_decoder(text: str) -> Non
         exact = True
     found = duplicate_key_problem(text.encode())
     assert (found is not None) == exact
+
+
+# Where a mutation lands in the example resource, and what it puts there.
+_PATHS = [
+    ("id",),
+    ("status",),
+    ("start",),
+    ("end",),
+    ("meta",),
+    ("meta", "versionId"),
+    ("meta", "lastUpdated"),
+    ("meta", "source"),
+    ("meta", "tag"),
+    ("meta", "tag", 0, "code"),
+    ("appointmentType",),
+    ("appointmentType", "coding", 0, "display"),
+    ("participant",),
+    ("participant", 0, "actor"),
+    ("participant", 0, "actor", "reference"),
+    ("participant", 0, "required"),
+    ("participant", 1, "type"),
+    ("participant", 3, "actor", "identifier"),
+    ("participant", 3, "actor", "identifier", "value"),
+    ("identifier",),
+    ("resourceType",),
+]
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.sampled_from(
+        [
+            "2026-12-01T09:40:00+01:00",
+            "2026-12-01 09:40:00Z",
+            "2026-12-01t09:40:00z",
+            "2026-12-01T09:40:00",
+            "2026-12-01T09:40:00+01",
+            "1700000000",
+            "Patient/123456782",
+            "01054321",
+            "booked",
+            "gone",
+            "",
+            " x ",
+            "\u2028",
+            "=?utf-8?q?x?=",
+        ]
+    ),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["code", "value", "x"]), st.text(max_size=3), max_size=2),
+)
+
+
+def _set(document: Any, path: tuple[str | int, ...], value: Any, delete: bool) -> None:
+    for step in path[:-1]:
+        try:
+            document = document[step]
+        except (KeyError, IndexError, TypeError):
+            return
+    try:
+        if delete:
+            del document[path[-1]]
+        else:
+            document[path[-1]] = value
+    except (KeyError, IndexError, TypeError):
+        return
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), _VALUES, st.booleans()), max_size=3))
+def test_the_fast_fhir_decoder_gives_the_models_verdict(
+    mutations: list[tuple[tuple[str | int, ...], Any, bool]],
+) -> None:
+    document = _load("appointment-fhir.json")
+    for path, value, delete in mutations:
+        _set(document, path, value, delete)
+    value = _raw(document)
+    fast = problems(value, fhir=True, received_at=RECEIVED)
+    with patch.object(his_events, "_fast_resource", lambda _: None):
+        model = problems(value, fhir=True, received_at=RECEIVED)
+    assert fast == model
