@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Final, Protocol
 
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.structs import RecordMetadata
 from faststream.kafka import KafkaBroker
 
 from schemas.topics import Topics
@@ -50,6 +51,11 @@ _PING_SECONDS: Final = 5.0
 
 class PublishFailed(RuntimeError):
     """The broker did not confirm the record in time; the client should retry."""
+
+
+def _expire(sent: asyncio.Future[RecordMetadata]) -> None:
+    if not sent.done():  # aiokafka skips a future that is done when the batch completes
+        sent.set_exception(TimeoutError("the broker did not confirm the record in time"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,18 +186,28 @@ class KafkaPublisher:
         # id), named up front: aiokafka then skips its per-record partition lookup.
         partition = _partition_for(record.practice_id, self._partitions)
         try:
-            # asyncio.timeout, not wait_for: no task per publish
-            async with asyncio.timeout(self._timeout):
-                metadata = await self.broker.publish(
-                    record.value,
-                    self.topic,
-                    key=record.practice_id.encode("utf-8"),
-                    partition=partition,
-                    headers=_FHIR_HEADERS if record.fhir else _NATIVE_HEADERS,
-                    correlation_id=record.correlation_id,
-                )
+            # Hands the record to the producer (aiokafka bounds this wait by its request
+            # timeout, the same seconds) and returns the record's future.
+            sent = await self.broker.publish(
+                record.value,
+                self.topic,
+                key=record.practice_id.encode("utf-8"),
+                partition=partition,
+                headers=_FHIR_HEADERS if record.fhir else _NATIVE_HEADERS,
+                correlation_id=record.correlation_id,
+                no_confirm=True,
+            )
         except Exception as exc:
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
+        # The confirmation (acks=all) within the timeout: a timer on the loop fails the
+        # future if it is still pending, cheaper than asyncio.timeout per request.
+        timer = asyncio.get_running_loop().call_later(self._timeout, _expire, sent)
+        try:
+            metadata = await sent
+        except Exception as exc:
+            raise PublishFailed(str(exc) or type(exc).__name__) from exc
+        finally:
+            timer.cancel()
         return Placement(partition=metadata.partition, offset=metadata.offset)
 
 
