@@ -7,10 +7,10 @@ assignment each partition is sought to its stored position (the beginning when t
 none), and Kafka offsets are never committed. While one batch's transaction is in the
 database the next batch is fetched and decoded (one write in flight, in order). A kill -9
 at any moment therefore replays at most those two batches, and the writes are idempotent
-(store.py), so nothing is lost or counted twice. Partitions spread over instances like in the other services:
-membership, the rebalance listener and the fetch loop are the partition-ownership
-runtime's (services/common/partitions.py ``GroupMember``); insights uses no Kafka
-transactions, so it has no ``TransactionalPartition``.
+(store.py), so nothing is lost or counted twice. Partitions spread over instances like in
+the other services: membership, the rebalance listener and the fetch loop are the
+partition-ownership runtime's (services/common/partitions.py ``GroupMember``); insights
+uses no Kafka transactions, so it has no ``TransactionalPartition``.
 """
 
 from __future__ import annotations
