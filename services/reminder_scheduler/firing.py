@@ -39,6 +39,7 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
+from prometheus_client import Counter
 
 from schemas.topics import Topics
 from services.common.clock import Clock
@@ -76,6 +77,8 @@ WorkerState = Literal["loading", "loaded", "fenced", "stopped"]
 CRASH_EXIT_CODE = 137
 _FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 _RETRY_SECONDS = 2.0
+# reminders_scheduler_timers_total{event}, looked up once per event
+_TIMER_COUNTERS: dict[str, Counter] = {}
 
 
 @dataclass
@@ -313,6 +316,45 @@ class PartitionWorker:
             # As for any refused record, the appointment's last good state stays planned.
             return self._dead_letter(record, record_error(exc, record.topic))
 
+    def apply_many(
+        self, records: list[ConsumerRecord[bytes, bytes]], now: datetime
+    ) -> list[DeadLetter]:
+        """:meth:`apply` over a fetched batch, with the same outcome per record: the
+        common case (a good appointment under its own key, on its practice's partition)
+        inline, everything else through :meth:`apply`."""
+        letters: list[DeadLetter] = []
+        appointment_of = self.planner.appointment
+        partition_of = self.ctx.partition_of
+        partition = self.partition
+        counted = self.state == "loaded"
+        for record in records:
+            key, value = record.key, record.value
+            if key is None or value is None:
+                letter = self.apply(record, now)
+            else:
+                try:
+                    appointment = read_appointment(value)
+                    practice_id = appointment.practice_id
+                    if (
+                        key != f"{practice_id}/{appointment.appointment_id}".encode()
+                        or partition_of(practice_id) != partition
+                    ):
+                        letter = self.apply(record, now)  # names why
+                    else:
+                        event = appointment_of(key, appointment, now)
+                        if counted and event is not None:
+                            self._count(event)
+                        continue
+                except DecodeError as exc:
+                    letter = self._dead_letter(record, exc)
+                except Exception as exc:
+                    if not is_about_the_record(exc):
+                        raise
+                    letter = self._dead_letter(record, record_error(exc, record.topic))
+            if letter is not None:
+                letters.append(letter)
+        return letters
+
     def _apply(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> DeadLetter | None:
         key = record.key
         if key is None:
@@ -366,7 +408,10 @@ class PartitionWorker:
     def _count(self, event: Event | None) -> None:
         # Loading plans the whole partition again: only live changes are counted.
         if event is not None and self.state == "loaded":
-            metrics.TIMERS.labels(event=event).inc()
+            counter = _TIMER_COUNTERS.get(event)
+            if counter is None:
+                counter = _TIMER_COUNTERS[event] = metrics.TIMERS.labels(event=event)
+            counter.inc()
 
     def replan_practice(self, practice_id: str) -> None:
         changed = self.planner.replan_practice(practice_id, self.ctx.clock.now())

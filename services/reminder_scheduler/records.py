@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, TypeVar
+from typing import Annotated, NamedTuple, TypeVar
 
 import msgspec
 
@@ -101,22 +101,30 @@ def _invalid(field: str, problem: str) -> DecodeError:
     return DecodeError("invalid", f"{field}: {problem}")
 
 
+# Checked by msgspec while it decodes (in C): the identifier pattern of the contract
+# (booking_events writes ids as the contract has them, stripped and pattern-checked;
+# anything else is refused here rather than repaired) and aware RFC 3339 times.
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z"
+_Identifier = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
+_Aware = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
 class _Patient(msgspec.Struct, gc=False):
-    id: str
+    id: _Identifier
 
 
 class _AppointmentFields(msgspec.Struct, gc=False):
     """What the scheduler reads of an ``Appointment``; other fields are skipped."""
 
     practice_id: str
-    appointment_id: str
+    appointment_id: _Identifier
     patient: _Patient
     status: str
     sequence: int
     start: str
     end: str
-    booked_at: str
-    updated_at: str
+    booked_at: _Aware
+    updated_at: _Aware
 
 
 class _MarkerFields(msgspec.Struct, gc=False):
@@ -143,6 +151,17 @@ def _decode(decoder: msgspec.json.Decoder[_T], value: bytes) -> _T:
         raise DecodeError("not_json", "the value is not JSON: malformed") from exc
 
 
+_NOT_AN_ID = "missing, or not an identifier (letters, digits, . _ : -; <= 64)"
+_PROBLEMS = {
+    "sequence": "missing or not a non-negative 64-bit integer",
+    "patient": "missing or not an object",
+    "appointment_id": _NOT_AN_ID,
+    "patient.id": _NOT_AN_ID,
+    "booked_at": "not an RFC 3339 date-time with a UTC offset",
+    "updated_at": "not an RFC 3339 date-time with a UTC offset",
+}
+
+
 def _refusal(message: str) -> DecodeError:
     at = _AT.search(message)
     path = at.group(1) if at else ""
@@ -152,11 +171,7 @@ def _refusal(message: str) -> DecodeError:
         return _invalid(field, "missing")
     if not path:
         return DecodeError("invalid", "the value is not a JSON object")
-    if path == "sequence":
-        return _invalid(path, "missing or not a non-negative 64-bit integer")
-    if path == "patient":
-        return _invalid(path, "missing or not an object")
-    return _invalid(path, "not of the expected type")
+    return _invalid(path, _PROBLEMS.get(path, "not of the expected type"))
 
 
 # Practice ids repeat on every record: checked once.
@@ -211,32 +226,45 @@ def _micros(value: str, field: str) -> int:
     return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
+_new_state = tuple.__new__  # AppointmentState(...) without the keyword-argument layer
+
+
 def read_appointment(value: bytes) -> AppointmentState:
     """The scheduler's fields of an ``appointments.v1`` value; DecodeError if unusable."""
     doc = _decode(_APPOINTMENT, value)
-    patient_id = _identifier(doc.patient.id, "patient.id")
-    if _BSN_LIKE.fullmatch(patient_id):
+    patient_id = doc.patient.id
+    if len(patient_id) in (8, 9) and patient_id.isdigit():  # ASCII only: the pattern
         raise _invalid("patient.id", "looks like a BSN (8-9 digits)")
     status = doc.status
     if status not in _STATUSES:
         raise _invalid("status", "not a FHIR appointment status")
+    start_us = _SLOT_TIMES.get(doc.start)
+    if start_us is None:
+        start_us = _slot_micros(doc.start, "start")
+    end_us = _SLOT_TIMES.get(doc.end)
+    if end_us is None:
+        end_us = _slot_micros(doc.end, "end")
+    if end_us <= start_us:
+        raise _invalid("end", "not after start")
     sequence = doc.sequence
     if not 0 <= sequence <= _MAX_SEQUENCE:
         raise _invalid("sequence", "missing or not a non-negative 64-bit integer")
-    start_us = _slot_micros(doc.start, "start")
-    end_us = _slot_micros(doc.end, "end")
-    if end_us <= start_us:
-        raise _invalid("end", "not after start")
-    return AppointmentState(
-        practice_id=_practice_id(doc.practice_id),
-        appointment_id=_identifier(doc.appointment_id, "appointment_id"),
-        patient_id=patient_id,
-        status=status,
-        sequence=sequence,
-        start_us=start_us,
-        end_us=end_us,
-        booked_us=_micros(doc.booked_at, "booked_at"),
-        updated_us=_micros(doc.updated_at, "updated_at"),
+    practice_id = doc.practice_id
+    if practice_id not in _PRACTICE_IDS:
+        _practice_id(practice_id)
+    return _new_state(
+        AppointmentState,
+        (
+            practice_id,
+            doc.appointment_id,
+            patient_id,
+            status,
+            sequence,
+            start_us,
+            end_us,
+            (doc.booked_at - EPOCH) // _US,
+            (doc.updated_at - EPOCH) // _US,
+        ),
     )
 
 
