@@ -60,11 +60,11 @@ from services.reminder_scheduler import metrics
 from services.reminder_scheduler.due_time import Policy
 from services.reminder_scheduler.planner import Event, Fire, Planner
 from services.reminder_scheduler.records import (
-    fired_values,
-    from_us,
+    fired_values_us,
     read_appointment,
     read_marker,
     to_ms,
+    to_us,
 )
 from services.reminder_scheduler.timers import PartitionTimers
 
@@ -493,12 +493,15 @@ class PartitionWorker:
         ctx = self.ctx
         topics = ctx.topics
         partition = self.partition
+        due_topic, fired_topic = topics.reminders_due, topics.reminders_fired
+        fired_us = to_us(now)
         outputs: list[Output] = []
+        add = outputs.append
         for fire in fires:
-            due, marker = self._values(fire, now)
+            due, marker = self._values(fire, fired_us)
             key = fire.timer.key
-            outputs.append(Output(topics.reminders_due, partition, key, due))
-            outputs.append(Output(topics.reminders_fired, partition, key, marker))
+            add(Output(due_topic, partition, key, due))
+            add(Output(fired_topic, partition, key, marker))
         outputs += [Output(topics.reminders_fired, partition, key, None) for key in tombstones]
         async with self._lock:
             if self._stopping:
@@ -514,14 +517,16 @@ class PartitionWorker:
         metrics.MARKER_TOMBSTONES.inc(len(tombstones))
         for key in tombstones:
             self.planner.timers.drop_marker(key)
-        fired_at_ms = to_ms(now)
+        fired_at_ms = fired_us // 1000
         metrics.FIRED.inc(len(fires))
         metrics.MISSED.inc(sum(fire.missed for fire in fires))
         observe = metrics.FIRING_LATENESS.observe
+        fired = self.planner.fired
         for fire in fires:
-            self.planner.fired(fire)
+            fired(fire)
             observe(max(0.0, (fired_at_ms - fire.timer.due_ms) / 1000))
-            if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(logging.DEBUG):
+            for fire in fires:
                 practice_id, _, appointment_id = fire.timer.key.decode().partition("/")
                 log.debug(
                     "reminder due",
@@ -548,17 +553,17 @@ class PartitionWorker:
         return crash
 
     @staticmethod
-    def _values(fire: Fire, now: datetime) -> tuple[bytes, bytes]:
+    def _values(fire: Fire, fired_us: int) -> tuple[bytes, bytes]:
         timer = fire.timer
         practice_id, _, appointment_id = timer.key.decode().partition("/")
-        return fired_values(
-            practice_id=practice_id,
-            appointment_id=appointment_id,
-            patient_id=timer.patient_id.decode(),
-            start=from_us(timer.start_us),
-            end=from_us(timer.end_s * 1_000_000),
-            sequence=timer.sequence,
-            due_at=fire.due_at,
-            fired_at=now,
-            reason=fire.reason,
+        return fired_values_us(
+            practice_id,
+            appointment_id,
+            timer.patient_id.decode(),
+            timer.start_us,
+            timer.end_s * 1_000_000,
+            timer.sequence,
+            timer.due_ms * 1000,
+            fired_us,
+            fire.reason,
         )
