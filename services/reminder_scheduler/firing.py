@@ -62,7 +62,7 @@ from services.reminder_scheduler.planner import Event, Fire, Planner
 from services.reminder_scheduler.records import (
     fired_values_us,
     read_appointment,
-    read_marker,
+    read_marker_us,
     to_ms,
     to_us,
 )
@@ -276,20 +276,21 @@ class PartitionWorker:
             self.planner.timers.drop_marker(key)
             return
         try:
-            marker = read_marker(record.value)
+            practice_id, appointment_id, start_us, end_us = read_marker_us(record.value)
         except DecodeError as exc:
             log.warning(
                 "unreadable fired marker skipped",
                 extra={"partition": self.partition, "offset": record.offset, "error": exc.reason},
             )
             return
-        if marker.key.encode() != key:
+        if f"{practice_id}/{appointment_id}".encode() != key:
             log.warning(
                 "fired marker under another key skipped",
                 extra={"partition": self.partition, "offset": record.offset},
             )
             return
-        self.planner.marker(key, marker)
+        # Planner.marker, from the integers
+        self.planner.timers.set_marker(key, start_us // 1_000_000, end_us // 1_000_000)
 
     async def check_loaded(self) -> None:
         """Called by the consuming loop: has it read appointments.v1 p to the end?"""

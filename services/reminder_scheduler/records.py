@@ -34,6 +34,7 @@ __all__ = [
     "from_us",
     "read_appointment",
     "read_marker",
+    "read_marker_us",
     "to_ms",
     "to_us",
 ]
@@ -130,7 +131,7 @@ class _AppointmentFields(msgspec.Struct, gc=False):
 
 class _MarkerFields(msgspec.Struct, gc=False):
     practice_id: str
-    appointment_id: str
+    appointment_id: _Identifier
     start: str
     end: str
 
@@ -271,13 +272,24 @@ def read_appointment(value: bytes) -> AppointmentState:
 
 def read_marker(value: bytes) -> MarkerState:
     """A ``FiredMarker`` value (written by this service), fields needed on load."""
+    practice_id, appointment_id, start_us, end_us = read_marker_us(value)
+    return MarkerState(practice_id, appointment_id, from_us(start_us), from_us(end_us))
+
+
+def read_marker_us(value: bytes) -> tuple[str, str, int, int]:
+    """:func:`read_marker` as (practice_id, appointment_id, start µs, end µs), for the
+    load: markers share their slot times, parsed once."""
     doc = _decode(_MARKER, value)
-    return MarkerState(
-        practice_id=_practice_id(doc.practice_id),
-        appointment_id=_identifier(doc.appointment_id, "appointment_id"),
-        start=_moment(doc.start, "start").astimezone(UTC),
-        end=_moment(doc.end, "end").astimezone(UTC),
-    )
+    practice_id = doc.practice_id
+    if practice_id not in _PRACTICE_IDS:
+        _practice_id(practice_id)
+    start_us = _SLOT_TIMES.get(doc.start)
+    if start_us is None:
+        start_us = _slot_micros(doc.start, "start")
+    end_us = _SLOT_TIMES.get(doc.end)
+    if end_us is None:
+        end_us = _slot_micros(doc.end, "end")
+    return practice_id, doc.appointment_id, start_us, end_us
 
 
 # A burst writes the same slot starts, ends and due times over and over: each written

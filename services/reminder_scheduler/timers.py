@@ -47,6 +47,8 @@ _KEY_LEN_AT = _HEAD_SIZE - 1
 _FLAGS_AT = _HEAD_SIZE - 2
 _DUE = struct.Struct("<q")
 _DUE_AT = 8
+_FIRED_END = struct.Struct("<I")
+_FIRED_END_AT = 36  # after start_us, due_ms, end_s, booked_s, sequence, fired_s
 
 _PENDING = 0x01
 _MARKER = 0x02
@@ -479,7 +481,8 @@ class PartitionTimers:
     def set_marker(self, key: bytes, start_s: int, end_s: int) -> bool:
         """Record a fired marker; a pending timer for that start is done (returns True)."""
         index, slot = self._find(key)
-        fired_s, fired_end_s = _u32(start_s), _u32(end_s)
+        fired_s = start_s if 0 <= start_s <= _U32 else _u32(start_s)
+        fired_end_s = end_s if 0 <= end_s <= _U32 else _u32(end_s)
         if index < 0:
             self._insert(
                 slot, _HEAD.pack(0, 0, 0, 0, 0, fired_s, fired_end_s, _MARKER, len(key)) + key
@@ -522,12 +525,12 @@ class PartitionTimers:
     def expired_markers(self, before_s: int, limit: int) -> list[bytes]:
         """Keys whose marker names an appointment that ended before ``before_s``."""
         out: list[bytes] = []
+        fired_end_of = _FIRED_END.unpack_from
         for record in self._records:
             if record is None or not record[_FLAGS_AT] & _MARKER:
                 continue
-            parts = _unpack(record)
-            if parts.fired_end_s < before_s:
-                out.append(parts.key)
+            if fired_end_of(record, _FIRED_END_AT)[0] < before_s:
+                out.append(record[_HEAD_SIZE : _HEAD_SIZE + record[_KEY_LEN_AT]])
                 if len(out) >= limit:
                     break
         return out
