@@ -97,7 +97,13 @@ _BSN_SEPARATORS = re.compile(r"[\s._:/-]")
 _BSN_PREFIX = re.compile(r"^(?:bsn|nl)?", re.IGNORECASE)
 
 
+# An ASCII letter that neither the prefix (bsn, nl) nor a separator removes: not a BSN.
+_NOT_BSN_LETTER = re.compile(r"[ac-kmo-rt-z]", re.IGNORECASE)
+
+
 def _is_bsn_like(value: str) -> bool:
+    if _NOT_BSN_LETTER.search(value) is not None:
+        return False  # the cheap answer for almost every pseudonymous id
     compact = _BSN_PREFIX.sub("", _BSN_SEPARATORS.sub("", value), count=1).lstrip("0")
     return compact.isascii() and compact.isdigit() and 7 <= len(compact) <= 9
 
@@ -130,6 +136,8 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]*\?[bBqQ]\?")
 
 def unsafe_text_problem(value: str, *, multiline: bool = False) -> str | None:
     """Why ``value`` may not reach a header, subject or push message, or None."""
+    if value.isascii() and value.isprintable() and "=?" not in value:
+        return None  # printable ASCII (no control character) and no encoded word
     unsafe = _UNSAFE_IN_LINES if multiline else UNSAFE_TEXT
     found = unsafe.search(value)
     if found is not None:

@@ -100,6 +100,42 @@ class Refusal(Exception):
         return cls(self.body, status_code=self.status, headers=self.headers)
 
 
+class Answer:
+    """A write's success, as two ASGI messages with its header lines made up front: what
+    Starlette's Response would send, without rendering and normalising headers per
+    request on the hot path. ``response()`` gives the same as a Starlette Response."""
+
+    __slots__ = ("body", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.headers}
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+    def response(self) -> Response:
+        response = Response(self.body, self.status_code)
+        response.raw_headers = list(self.headers)
+        return response
+
+
+def _answer(
+    body: bytes, headers: list[tuple[bytes, bytes]], content_type: bytes, status: int = 200
+) -> Answer:
+    headers.append((b"content-length", str(len(body)).encode("latin-1")))
+    headers.append((b"content-type", content_type))
+    return Answer(status, headers, body)
+
+
+_FHIR_TYPE: Final = FHIR_CONTENT_TYPE.encode("latin-1")
+_JSON_TYPE: Final = b"application/json"
+
+
 def _refuse(status: int, code: str, text: str, **headers: str) -> Refusal:
     return Refusal(status, operation_outcome([issue(code, text)]), headers)
 
@@ -116,7 +152,7 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Head:
     """The request headers a write reads (the first of each, as Starlette's ``get``)."""
 
@@ -177,7 +213,7 @@ class _RequestMetrics:
 
 # --------------------------------------------------------------------------- the app
 
-WriteEndpoint = Callable[[Scope, Receive], Awaitable[Response]]
+WriteEndpoint = Callable[[Scope, Receive], Awaitable[Answer]]
 _PUT_PREFIX: Final = "/fhir/Appointment/"
 _PUT_TEMPLATE: Final = "/fhir/Appointment/{appointment_id}"
 _EVENTS_PATH: Final = "/v1/appointment-events"
@@ -215,29 +251,23 @@ class _GatewayApi(FastAPI):
         self, template: str, endpoint: WriteEndpoint, scope: Scope, receive: Receive, send: Send
     ) -> None:
         status = 500
-        started = False
-
-        async def sending(message: MutableMapping[str, Any]) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
             try:
-                response = await endpoint(scope, receive)
+                response: Answer | Response = await endpoint(scope, receive)
             except Refusal as refusal:
                 response = refusal.response()
-            status = response.status_code
-            await response(scope, receive, sending)
-        except ClientDisconnect:
-            status = 499  # nobody to answer
-        except Exception:
-            # As Starlette's ServerErrorMiddleware: a plain 500, then the server logs it.
-            if not started:
+            except ClientDisconnect:
+                status = 499  # nobody to answer
+                return
+            except Exception:
+                # As Starlette's ServerErrorMiddleware: a plain 500, then the server logs it.
                 await Response("Internal Server Error", 500, media_type="text/plain")(
                     scope, receive, send
                 )
-            raise
+                raise
+            status = response.status_code
+            # Nothing is sent before this; if sending fails, uvicorn answers 500 itself.
+            await response(scope, receive, send)
         finally:
             self._count(template, status)
 
@@ -251,7 +281,7 @@ class _GatewayApi(FastAPI):
         counter.inc()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Verdict:
     """One event after the parser and the practice check."""
 
@@ -549,9 +579,11 @@ def build_api(gateway: Gateway) -> FastAPI:
         },
     )
     async def put_appointment(appointment_id: str, request: Request) -> Response:
-        return await put_endpoint(request.scope, request.receive)
+        return (await put_endpoint(request.scope, request.receive)).response()
 
-    async def put_endpoint(scope: Scope, receive: Receive) -> Response:
+    location_prefix = f"{gateway.public_url}/fhir/Appointment/".encode("latin-1")
+
+    async def put_endpoint(scope: Scope, receive: Receive) -> Answer:
         # The twin behind a root_path has it in path_params; the hot path in the path.
         appointment_id: str = (
             scope.get("path_params", {}).get("appointment_id") or scope["path"][len(_PUT_PREFIX) :]
@@ -579,24 +611,26 @@ def build_api(gateway: Gateway) -> FastAPI:
             raise _refuse(400, "required", "the resource must carry the id of the URL")
         event = verdict.event
         placement = await publish(event, body, fhir=True)
-        headers = {
-            "ETag": f'W/"{event.sequence}"',
-            "Location": f"{gateway.public_url}/fhir/Appointment/{appointment_id}"
-            f"/_history/{event.sequence}",
-            "X-Kafka-Partition": str(placement.partition),
-            "X-Kafka-Offset": str(placement.offset),
-        }
+        headers = [
+            (b"etag", f'W/"{event.sequence}"'.encode("latin-1")),
+            (
+                b"location",
+                location_prefix + f"{appointment_id}/_history/{event.sequence}".encode("latin-1"),
+            ),
+            (b"x-kafka-partition", str(placement.partition).encode("latin-1")),
+            (b"x-kafka-offset", str(placement.offset).encode("latin-1")),
+        ]
         prefer = (head.prefer or "").replace(" ", "").lower()
         if "return=minimal" in prefer:
-            return FhirResponse(None, headers=headers)
+            return _answer(b"", headers, _FHIR_TYPE)
         if "return=operationoutcome" in prefer:
             accepted = issue(
                 "informational",
                 f"stored: partition {placement.partition}, offset {placement.offset}",
                 severity="information",
             )
-            return FhirResponse(operation_outcome([accepted]), headers=headers)
-        return FhirResponse(body, headers=headers)
+            return _answer(_json(operation_outcome([accepted])), headers, _FHIR_TYPE)
+        return _answer(body, headers, _FHIR_TYPE)
 
     # ----------------------------------------------------------------- native
 
@@ -634,9 +668,9 @@ def build_api(gateway: Gateway) -> FastAPI:
         },
     )
     async def post_events(request: Request) -> Response:
-        return await post_endpoint(request.scope, request.receive)
+        return (await post_endpoint(request.scope, request.receive)).response()
 
-    async def post_endpoint(scope: Scope, receive: Receive) -> Response:
+    async def post_endpoint(scope: Scope, receive: Receive) -> Answer:
         head = _Head.of(scope)
         client = await authenticate(head.authorization)
         if _media_type(head.content_type) not in _JSON_TYPES:
@@ -654,7 +688,7 @@ def build_api(gateway: Gateway) -> FastAPI:
             if verdict.status == 403:
                 raise Refusal(403, forbidden_outcome(verdict.event))
             placement = await publish(verdict.event, body, fhir=False)
-            return JsonResponse(_accepted(verdict.event, placement))
+            return _answer(_json(_accepted(verdict.event, placement)), [], _JSON_TYPE)
         if not document:
             raise _refuse(400, "required", "the list holds no events")
         if len(document) > max_batch:
@@ -664,7 +698,7 @@ def build_api(gateway: Gateway) -> FastAPI:
         verdicts = [judge(_json(item), client, fhir=False) for item in document]
         return await publish_batch(verdicts)
 
-    async def publish_batch(verdicts: list[_Verdict]) -> Response:
+    async def publish_batch(verdicts: list[_Verdict]) -> Answer:
         async def one(verdict: _Verdict) -> Placement | Refusal:
             assert verdict.event is not None
             try:
@@ -709,10 +743,8 @@ def build_api(gateway: Gateway) -> FastAPI:
             results.append(result)
         accepted = sum(1 for r in results if r["status"] == "accepted")
         status = statuses.pop() if len(statuses) == 1 else 207
-        return JsonResponse(
-            {"accepted": accepted, "refused": len(results) - accepted, "results": results},
-            status_code=status,
-        )
+        document = {"accepted": accepted, "refused": len(results) - accepted, "results": results}
+        return _answer(_json(document), [], _JSON_TYPE, status)
 
     # ----------------------------------------------------------------- operations
 

@@ -2,8 +2,9 @@
 
 The producer is idempotent with ``acks=all``: a publish returns only once every in-sync
 replica has the record, and the producer's own retries never write it twice. Records are
-keyed by the practice id alone, so Kafka's default (murmur2) partitioner puts each on its
-practice's partition, as for any HIS connector. A FHIR resource keeps the header
+keyed by the practice id alone and sent to the partition Kafka's default (murmur2)
+partitioner gives that key (named with the record, the hash remembered per practice), as
+for any HIS connector. A FHIR resource keeps the header
 ``content-type: application/fhir+json``, which is how booking_events tells the forms apart.
 """
 
@@ -18,6 +19,7 @@ from functools import lru_cache
 from typing import Final, Protocol
 
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from aiokafka.structs import RecordMetadata
 from faststream.kafka import KafkaBroker
 
 from schemas.topics import Topics
@@ -51,6 +53,11 @@ class PublishFailed(RuntimeError):
     """The broker did not confirm the record in time; the client should retry."""
 
 
+def _expire(sent: asyncio.Future[RecordMetadata]) -> None:
+    if not sent.done():  # aiokafka skips a future that is done when the batch completes
+        sent.set_exception(TimeoutError("the broker did not confirm the record in time"))
+
+
 @dataclass(frozen=True, slots=True)
 class OutRecord:
     practice_id: str
@@ -80,7 +87,7 @@ class KeyPartitioner:
         return all_partitions[(digest & 0x7FFFFFFF) % len(all_partitions)]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Placement:
     partition: int
     offset: int
@@ -175,26 +182,32 @@ class KafkaPublisher:
     async def publish(self, record: OutRecord) -> Placement:
         if not self._connected:
             raise PublishFailed("not connected to Kafka")
+        # The partition Kafka's default partitioner gives the key (murmur2 of the practice
+        # id), named up front: aiokafka then skips its per-record partition lookup.
+        partition = _partition_for(record.practice_id, self._partitions)
         try:
-            # asyncio.timeout, not wait_for: no task per publish
-            async with asyncio.timeout(self._timeout):
-                metadata = await self.broker.publish(
-                    record.value,
-                    self.topic,
-                    key=record.practice_id.encode("utf-8"),
-                    headers=_FHIR_HEADERS if record.fhir else _NATIVE_HEADERS,
-                    correlation_id=record.correlation_id,
-                )
+            # Hands the record to the producer (aiokafka bounds this wait by its request
+            # timeout, the same seconds) and returns the record's future.
+            sent = await self.broker.publish(
+                record.value,
+                self.topic,
+                key=record.practice_id.encode("utf-8"),
+                partition=partition,
+                headers=_FHIR_HEADERS if record.fhir else _NATIVE_HEADERS,
+                correlation_id=record.correlation_id,
+                no_confirm=True,
+            )
         except Exception as exc:
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
-        if self._partitions and metadata.partition != _partition_for(
-            record.practice_id, self._partitions
-        ):
-            # Cannot happen with the default partitioner; booking_events would DLQ it.
-            log.error(
-                "an event landed off its practice's partition",
-                extra={"partition": metadata.partition, "practice_id": record.practice_id},
-            )
+        # The confirmation (acks=all) within the timeout: a timer on the loop fails the
+        # future if it is still pending, cheaper than asyncio.timeout per request.
+        timer = asyncio.get_running_loop().call_later(self._timeout, _expire, sent)
+        try:
+            metadata = await sent
+        except Exception as exc:
+            raise PublishFailed(str(exc) or type(exc).__name__) from exc
+        finally:
+            timer.cancel()
         return Placement(partition=metadata.partition, offset=metadata.offset)
 
 

@@ -4,12 +4,13 @@ A member of the consumer group (id from settings, behind the topic prefix) on
 ``appointments.v1`` and ``notifications.outcomes.v1``, read_committed. The positions live
 in the database, committed in the same transaction as the rows they cover: on every
 assignment each partition is sought to its stored position (the beginning when there is
-none), and Kafka offsets are never committed. A kill -9 at any moment therefore replays
-at most the batch in flight, and the writes are idempotent (store.py), so nothing is
-lost or counted twice. Partitions spread over instances like in the other services:
-membership, the rebalance listener and the fetch loop are the partition-ownership
-runtime's (services/common/partitions.py ``GroupMember``); insights uses no Kafka
-transactions, so it has no ``TransactionalPartition``.
+none), and Kafka offsets are never committed. While one batch's transaction is in the
+database the next batch is fetched and decoded (one write in flight, in order). A kill -9
+at any moment therefore replays at most those two batches, and the writes are idempotent
+(store.py), so nothing is lost or counted twice. Partitions spread over instances like in
+the other services: membership, the rebalance listener and the fetch loop are the
+partition-ownership runtime's (services/common/partitions.py ``GroupMember``); insights
+uses no Kafka transactions, so it has no ``TransactionalPartition``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -54,6 +56,18 @@ NAME: Final = "insights"
 Key = tuple[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A decoded batch on its way to the database."""
+
+    appointments: list[Row]
+    outcomes: list[Row]
+    positions: dict[Key, int]
+    records: int
+    fetched_at: float
+    started: float
+
+
 class InsightsService:
     """Projects the two topics into the database, positions in the same transaction; the
     :class:`~services.common.partitions.PartitionHandler` of its group member."""
@@ -71,7 +85,9 @@ class InsightsService:
         # The batch in hand and a rebalance never overlap (the member's lock).
         self._member: GroupMember | None = None
         self._assigned: set[TopicPartition] = set()
-        self._positions: dict[Key, int] = {}
+        self._positions: dict[Key, int] = {}  # committed in the database
+        self._claimed: dict[Key, int] = {}  # covered by a batch handed to the writer
+        self._writing: asyncio.Task[None] | None = None  # at most one write in flight
         self._targets: dict[Key, int] = {}
         self._caught_up = False
         self._joined = False
@@ -109,6 +125,10 @@ class InsightsService:
         if self._member is not None:
             await self._member.stop()
             self._member = self._consumer = None
+        try:
+            await self._settle()
+        except Exception:
+            log.exception("the last batch was not written; it is read again at the next start")
         if self._engine is not None and self._own_engine:
             await self._engine.dispose()
             self._engine = None
@@ -151,11 +171,17 @@ class InsightsService:
         return 500
 
     async def revoked(self, partitions: set[int]) -> None:
-        # Called with the member's lock held: the batch in hand has committed first.
+        # Called with the member's lock held: the write in flight settles first.
+        try:
+            await self._settle()
+        except Exception:
+            log.exception("projecting a batch failed; the next owner reads it again")
+            self._rewind_to_stored()
         revoked = {tp for tp in self._assigned if tp.partition in partitions}
         self._assigned -= revoked
         for tp in revoked:
             self._positions.pop((tp.topic, tp.partition), None)
+            self._claimed.pop((tp.topic, tp.partition), None)
             self._targets.pop((tp.topic, tp.partition), None)
 
     async def assigned(self, partitions: set[int]) -> None:
@@ -172,6 +198,7 @@ class InsightsService:
             else:
                 await consumer.seek_to_beginning(tp)
                 self._positions[key] = 0
+            self._claimed[key] = self._positions[key]
         ends = await consumer.end_offsets(list(assigned)) if assigned else {}
         self._targets = {(tp.topic, tp.partition): off for tp, off in ends.items()}
         self._assigned = set(assigned)
@@ -198,27 +225,45 @@ class InsightsService:
 
     # ------------------------------------------------------------------ projecting
     async def handle(self, batches: Batches) -> None:
+        """Decode this batch while the previous one's transaction is still in the
+        database, then hand it to the writer: one write in flight at a time, in fetch
+        order, so the positions in the database only move forward. A failed write drops
+        what was decoded after it and reads again from the stored positions."""
         consumer = self._consumer
         assert consumer is not None
         try:
-            await self._project(consumer, batches)
+            prepared = await self._prepare(consumer, batches)
+            await self._settle()  # raises what the previous write raised
+            if prepared is not None:
+                self._writing = asyncio.create_task(self._write(prepared))
         except asyncio.CancelledError:
             raise
         except Exception:
-            # Nothing was committed: go back to the stored positions and retry.
+            # Nothing after the stored positions was committed: read it again.
             log.exception("projecting a batch failed; retrying from stored positions")
-            for tp in self._assigned:
-                consumer.seek(tp, self._positions.get((tp.topic, tp.partition), 0))
+            self._rewind_to_stored()
             await asyncio.sleep(1.0)
         self._measure_lag()
 
-    async def _project(
+    async def _settle(self) -> None:
+        """Wait for the write in flight (shielded: a cancelled caller does not cut a
+        transaction short) and raise its error, if any."""
+        task, self._writing = self._writing, None
+        if task is not None:
+            await asyncio.shield(task)
+
+    def _rewind_to_stored(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        for tp in self._assigned:
+            consumer.seek(tp, self._positions.get((tp.topic, tp.partition), 0))
+        self._claimed = dict(self._positions)
+
+    async def _prepare(
         self,
         consumer: AIOKafkaConsumer,
         batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-    ) -> None:
-        engine = self._engine
-        assert engine is not None
+    ) -> _Prepared | None:
         started = time.perf_counter()
         batch_at = time.monotonic()
         appointments: list[Row] = []
@@ -248,7 +293,8 @@ class InsightsService:
                             "error_reason": exc.reason,
                         },
                     )
-        # Positions after what was consumed, control records of transactions included.
+        # Positions after what was consumed, control records of transactions included,
+        # beyond what the batches already handed to the writer cover.
         moved: dict[Key, int] = {}
         for tp in self._assigned:
             try:
@@ -256,21 +302,37 @@ class InsightsService:
             except IllegalStateError:
                 continue
             key = (tp.topic, tp.partition)
-            if position > self._positions.get(key, -1):
+            if position > self._claimed.get(key, self._positions.get(key, -1)):
                 moved[key] = position
         if not moved:
-            return
-        rows_a = dedupe_appointments(appointments)
-        rows_o = dedupe_outcomes(outcomes)
+            return None
+        self._claimed.update(moved)
+        return _Prepared(
+            appointments=dedupe_appointments(appointments),
+            outcomes=dedupe_outcomes(outcomes),
+            positions=moved,
+            records=count,
+            fetched_at=batch_at,
+            started=started,
+        )
+
+    async def _write(self, batch: _Prepared) -> None:
+        engine = self._engine
+        assert engine is not None
         async with engine.begin() as connection:
-            await write_batch(connection, appointments=rows_a, outcomes=rows_o, positions=moved)
-        self._positions.update(moved)
-        if self.first_batch_at is None and count:
-            self.first_batch_at = batch_at
-        self.records_projected += count
-        ROWS_WRITTEN.labels("insights_appointments").inc(len(rows_a))
-        ROWS_WRITTEN.labels("insights_outcomes").inc(len(rows_o))
-        BATCH_SECONDS.observe(time.perf_counter() - started)
+            await write_batch(
+                connection,
+                appointments=batch.appointments,
+                outcomes=batch.outcomes,
+                positions=batch.positions,
+            )
+        self._positions.update(batch.positions)
+        if self.first_batch_at is None and batch.records:
+            self.first_batch_at = batch.fetched_at
+        self.records_projected += batch.records
+        ROWS_WRITTEN.labels("insights_appointments").inc(len(batch.appointments))
+        ROWS_WRITTEN.labels("insights_outcomes").inc(len(batch.outcomes))
+        BATCH_SECONDS.observe(time.perf_counter() - batch.started)
         self._check_caught_up()
 
     def _measure_lag(self) -> None:

@@ -286,3 +286,56 @@ async def test_ready_again_after_a_later_rebalance(
         await second.stop()
         for engine in engines:
             await engine.dispose()
+
+
+async def test_a_failed_write_is_read_again_and_nothing_is_lost_or_counted_twice(
+    kafka_topics: Topics,
+    kafka_settings: KafkaSettings,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database refuses two transactions in the middle of the catch-up. The batches
+    decoded while those were in flight are dropped and read again from the stored
+    positions, so the figures still equal the independent count."""
+    from services.insights import app as insights_app
+
+    workload = generate(now=NOW, practices=3, appointments=200, seed=7)
+    await publish(kafka_settings, workload.records, transaction_size=100)
+    total = await end_offsets(kafka_settings)
+    real_write = insights_app.write_batch
+    calls = 0
+
+    async def flaky_write(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls in (3, 6):
+            raise OSError("connection to the database lost")
+        await real_write(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(insights_app, "write_batch", flaky_write)
+    settings = Settings(
+        kafka=kafka_settings,
+        database={"url": db_url},  # type: ignore[arg-type]
+        insights=InsightsSettings(batch_size=40),
+    )
+    engine = create_engine(db_url)
+    service = InsightsService(settings, engine=engine)
+    try:
+        await service.start()
+        for _ in range(900):  # up to 90 s
+            if service.caught_up:
+                break
+            await asyncio.sleep(0.1)
+        assert service.caught_up
+        assert calls > 6  # both failures happened, and writing went on after them
+        assert await stored_positions(engine) == total
+        async with engine.connect() as conn:
+            rows = await conn.scalar(select(func.count()).select_from(FollowupOutcome))
+            assert rows == len(workload.outcomes)
+            weeks = last_weeks(NOW, 12)
+            for practice in PRACTICES:
+                report = await build_report(conn, practice, until=NOW, weeks=12)
+                assert as_figures(report) == oracle(workload, practice, weeks)
+    finally:
+        await service.stop()
+        await engine.dispose()

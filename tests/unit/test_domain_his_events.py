@@ -7,8 +7,20 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
-from services.domain.his_events import REASONS, Problem, parse_event, problems
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.domain import his_events
+from services.domain.codec import DuplicateKey, no_duplicate_keys
+from services.domain.his_events import (
+    REASONS,
+    Problem,
+    duplicate_key_problem,
+    parse_event,
+    problems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "deploy" / "examples" / "his"
@@ -81,3 +93,134 @@ def test_the_domain_imports_no_framework_no_kafka_and_no_service() -> None:
             assert top not in ("aiokafka", "faststream", "fastapi", "starlette", "sqlalchemy")
             if top == "services":
                 assert module.startswith(allowed), f"{path.name} imports {module}"
+
+
+# A JSON text with objects whose keys may repeat, colons and escapes in the strings, and
+# whitespace anywhere: what the fast duplicate-key check must never get wrong.
+_KEYS = st.sampled_from(["a", "b", "id", "a:b", 'q"', "\u00eb", ":"])
+_TEXTS = st.text(alphabet=st.sampled_from(["a", ":", '"', "\\", " ", "\u00eb", "\n"]), max_size=6)
+_SPACE = st.sampled_from(["", " ", "\n\t "])
+
+
+def _escape(text: str, style: int) -> str:
+    # json.dumps' own escaping, or every character as a \u escape, or ASCII only
+    if style == 1:
+        return '"' + "".join(f"\\u{ord(c):04x}" for c in text) + '"'
+    return json.dumps(text, ensure_ascii=style == 2)
+
+
+@st.composite
+def _json_texts(draw: st.DrawFn, depth: int = 0) -> str:
+    space = draw(_SPACE)
+    if depth >= 3 or draw(st.integers(0, 3)) == 0:
+        return (
+            draw(st.sampled_from(["1", "null", "true", "-2.5e3"]))
+            if draw(st.booleans())
+            else _escape(draw(_TEXTS), draw(st.integers(0, 2)))
+        )
+    if draw(st.booleans()):
+        items = draw(st.lists(_json_texts(depth + 1), max_size=3))
+        return "[" + space + ("," + space).join(items) + "]"
+    pairs = draw(st.lists(st.tuples(_KEYS, _json_texts(depth + 1)), max_size=4))
+    style = draw(st.integers(0, 2))
+    return (
+        "{"
+        + ",".join(f"{space}{_escape(k, style)}{space}:{space}{v}" for k, v in pairs)
+        + space
+        + "}"
+    )
+
+
+@settings(max_examples=400)
+@given(_json_texts())
+def test_the_duplicate_key_check_agrees_with_the_exact_decoder(text: str) -> None:
+    try:
+        json.loads(text, object_pairs_hook=no_duplicate_keys)
+        exact = False
+    except DuplicateKey:
+        exact = True
+    found = duplicate_key_problem(text.encode())
+    assert (found is not None) == exact
+
+
+# Where a mutation lands in the example resource, and what it puts there.
+_PATHS = [
+    ("id",),
+    ("status",),
+    ("start",),
+    ("end",),
+    ("meta",),
+    ("meta", "versionId"),
+    ("meta", "lastUpdated"),
+    ("meta", "source"),
+    ("meta", "tag"),
+    ("meta", "tag", 0, "code"),
+    ("appointmentType",),
+    ("appointmentType", "coding", 0, "display"),
+    ("participant",),
+    ("participant", 0, "actor"),
+    ("participant", 0, "actor", "reference"),
+    ("participant", 0, "required"),
+    ("participant", 1, "type"),
+    ("participant", 3, "actor", "identifier"),
+    ("participant", 3, "actor", "identifier", "value"),
+    ("identifier",),
+    ("resourceType",),
+]
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.sampled_from(
+        [
+            "2026-12-01T09:40:00+01:00",
+            "2026-12-01 09:40:00Z",
+            "2026-12-01t09:40:00z",
+            "2026-12-01T09:40:00",
+            "2026-12-01T09:40:00+01",
+            "1700000000",
+            "Patient/123456782",
+            "01054321",
+            "booked",
+            "gone",
+            "",
+            " x ",
+            "\u2028",
+            "=?utf-8?q?x?=",
+        ]
+    ),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.sampled_from(["code", "value", "x"]), st.text(max_size=3), max_size=2),
+)
+
+
+def _set(document: Any, path: tuple[str | int, ...], value: Any, delete: bool) -> None:
+    for step in path[:-1]:
+        try:
+            document = document[step]
+        except (KeyError, IndexError, TypeError):
+            return
+    try:
+        if delete:
+            del document[path[-1]]
+        else:
+            document[path[-1]] = value
+    except (KeyError, IndexError, TypeError):
+        return
+
+
+@settings(max_examples=300)
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), _VALUES, st.booleans()), max_size=3))
+def test_the_fast_fhir_decoder_gives_the_models_verdict(
+    mutations: list[tuple[tuple[str | int, ...], Any, bool]],
+) -> None:
+    document = _load("appointment-fhir.json")
+    for path, value, delete in mutations:
+        _set(document, path, value, delete)
+    value = _raw(document)
+    fast = problems(value, fhir=True, received_at=RECEIVED)
+    with patch.object(his_events, "_fast_resource", lambda _: None):
+        model = problems(value, fhir=True, received_at=RECEIVED)
+    assert fast == model
