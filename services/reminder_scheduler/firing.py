@@ -39,6 +39,7 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
+from prometheus_client import Counter
 
 from schemas.topics import Topics
 from services.common.clock import Clock
@@ -59,11 +60,11 @@ from services.reminder_scheduler import metrics
 from services.reminder_scheduler.due_time import Policy
 from services.reminder_scheduler.planner import Event, Fire, Planner
 from services.reminder_scheduler.records import (
-    fired_values,
-    from_us,
+    fired_values_us,
     read_appointment,
-    read_marker,
+    read_marker_us,
     to_ms,
+    to_us,
 )
 from services.reminder_scheduler.timers import PartitionTimers
 
@@ -76,6 +77,8 @@ WorkerState = Literal["loading", "loaded", "fenced", "stopped"]
 CRASH_EXIT_CODE = 137
 _FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 _RETRY_SECONDS = 2.0
+# reminders_scheduler_timers_total{event}, looked up once per event
+_TIMER_COUNTERS: dict[str, Counter] = {}
 
 
 @dataclass
@@ -273,20 +276,21 @@ class PartitionWorker:
             self.planner.timers.drop_marker(key)
             return
         try:
-            marker = read_marker(record.value)
+            practice_id, appointment_id, start_us, end_us = read_marker_us(record.value)
         except DecodeError as exc:
             log.warning(
                 "unreadable fired marker skipped",
                 extra={"partition": self.partition, "offset": record.offset, "error": exc.reason},
             )
             return
-        if marker.key.encode() != key:
+        if f"{practice_id}/{appointment_id}".encode() != key:
             log.warning(
                 "fired marker under another key skipped",
                 extra={"partition": self.partition, "offset": record.offset},
             )
             return
-        self.planner.marker(key, marker)
+        # Planner.marker, from the integers
+        self.planner.timers.set_marker(key, start_us // 1_000_000, end_us // 1_000_000)
 
     async def check_loaded(self) -> None:
         """Called by the consuming loop: has it read appointments.v1 p to the end?"""
@@ -312,6 +316,45 @@ class PartitionWorker:
                 raise
             # As for any refused record, the appointment's last good state stays planned.
             return self._dead_letter(record, record_error(exc, record.topic))
+
+    def apply_many(
+        self, records: list[ConsumerRecord[bytes, bytes]], now: datetime
+    ) -> list[DeadLetter]:
+        """:meth:`apply` over a fetched batch, with the same outcome per record: the
+        common case (a good appointment under its own key, on its practice's partition)
+        inline, everything else through :meth:`apply`."""
+        letters: list[DeadLetter] = []
+        appointment_of = self.planner.appointment
+        partition_of = self.ctx.partition_of
+        partition = self.partition
+        counted = self.state == "loaded"
+        for record in records:
+            key, value = record.key, record.value
+            if key is None or value is None:
+                letter = self.apply(record, now)
+            else:
+                try:
+                    appointment = read_appointment(value)
+                    practice_id = appointment.practice_id
+                    if (
+                        key != f"{practice_id}/{appointment.appointment_id}".encode()
+                        or partition_of(practice_id) != partition
+                    ):
+                        letter = self.apply(record, now)  # names why
+                    else:
+                        event = appointment_of(key, appointment, now)
+                        if counted and event is not None:
+                            self._count(event)
+                        continue
+                except DecodeError as exc:
+                    letter = self._dead_letter(record, exc)
+                except Exception as exc:
+                    if not is_about_the_record(exc):
+                        raise
+                    letter = self._dead_letter(record, record_error(exc, record.topic))
+            if letter is not None:
+                letters.append(letter)
+        return letters
 
     def _apply(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> DeadLetter | None:
         key = record.key
@@ -366,7 +409,10 @@ class PartitionWorker:
     def _count(self, event: Event | None) -> None:
         # Loading plans the whole partition again: only live changes are counted.
         if event is not None and self.state == "loaded":
-            metrics.TIMERS.labels(event=event).inc()
+            counter = _TIMER_COUNTERS.get(event)
+            if counter is None:
+                counter = _TIMER_COUNTERS[event] = metrics.TIMERS.labels(event=event)
+            counter.inc()
 
     def replan_practice(self, practice_id: str) -> None:
         changed = self.planner.replan_practice(practice_id, self.ctx.clock.now())
@@ -448,12 +494,15 @@ class PartitionWorker:
         ctx = self.ctx
         topics = ctx.topics
         partition = self.partition
+        due_topic, fired_topic = topics.reminders_due, topics.reminders_fired
+        fired_us = to_us(now)
         outputs: list[Output] = []
+        add = outputs.append
         for fire in fires:
-            due, marker = self._values(fire, now)
+            due, marker = self._values(fire, fired_us)
             key = fire.timer.key
-            outputs.append(Output(topics.reminders_due, partition, key, due))
-            outputs.append(Output(topics.reminders_fired, partition, key, marker))
+            add(Output(due_topic, partition, key, due))
+            add(Output(fired_topic, partition, key, marker))
         outputs += [Output(topics.reminders_fired, partition, key, None) for key in tombstones]
         async with self._lock:
             if self._stopping:
@@ -469,14 +518,16 @@ class PartitionWorker:
         metrics.MARKER_TOMBSTONES.inc(len(tombstones))
         for key in tombstones:
             self.planner.timers.drop_marker(key)
-        fired_at_ms = to_ms(now)
+        fired_at_ms = fired_us // 1000
         metrics.FIRED.inc(len(fires))
         metrics.MISSED.inc(sum(fire.missed for fire in fires))
         observe = metrics.FIRING_LATENESS.observe
+        fired = self.planner.fired
         for fire in fires:
-            self.planner.fired(fire)
+            fired(fire)
             observe(max(0.0, (fired_at_ms - fire.timer.due_ms) / 1000))
-            if log.isEnabledFor(logging.DEBUG):
+        if log.isEnabledFor(logging.DEBUG):
+            for fire in fires:
                 practice_id, _, appointment_id = fire.timer.key.decode().partition("/")
                 log.debug(
                     "reminder due",
@@ -503,17 +554,17 @@ class PartitionWorker:
         return crash
 
     @staticmethod
-    def _values(fire: Fire, now: datetime) -> tuple[bytes, bytes]:
+    def _values(fire: Fire, fired_us: int) -> tuple[bytes, bytes]:
         timer = fire.timer
         practice_id, _, appointment_id = timer.key.decode().partition("/")
-        return fired_values(
-            practice_id=practice_id,
-            appointment_id=appointment_id,
-            patient_id=timer.patient_id.decode(),
-            start=from_us(timer.start_us),
-            end=from_us(timer.end_s * 1_000_000),
-            sequence=timer.sequence,
-            due_at=fire.due_at,
-            fired_at=now,
-            reason=fire.reason,
+        return fired_values_us(
+            practice_id,
+            appointment_id,
+            timer.patient_id.decode(),
+            timer.start_us,
+            timer.end_s * 1_000_000,
+            timer.sequence,
+            timer.due_ms * 1000,
+            fired_us,
+            fire.reason,
         )

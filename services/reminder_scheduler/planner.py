@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from services.reminder_scheduler.due_time import (
     Policy,
@@ -44,23 +44,22 @@ REMINDED_STATUS = "booked"
 # What happened to a timer, as counted by reminders_scheduler_timers_total{event}.
 Event = Literal["planned", "rescheduled", "cancelled", "fired", "missed"]
 
-_EVENTS: dict[Change, Event | None] = {
-    Change.PLANNED: "planned",
-    Change.RESCHEDULED: "rescheduled",
-    Change.UPDATED: None,
-    Change.UNCHANGED: None,
-    Change.ALREADY_FIRED: None,
-}
+_new_fields = tuple.__new__  # TimerFields(...) without the keyword-argument layer
 
 
-@dataclass(frozen=True, slots=True)
-class Fire:
+class Fire(NamedTuple):
     """A timer to fire now: its planned due time, and the reason if there is no good moment."""
 
     timer: Timer
-    due_at: datetime
     reason: Reason | None
     missed: bool
+
+    @property
+    def due_at(self) -> datetime:
+        return from_ms(self.timer.due_ms)
+
+
+_new_fire = tuple.__new__  # Fire(...) without the keyword-argument layer
 
 
 _PLANNED_CACHE_SIZE = 200_000
@@ -93,6 +92,9 @@ class Planner:
         self._policies: dict[int, Policy] = {}
         self._now: datetime | None = None
         self._now_us = 0
+        self._fire_now: datetime | None = None
+        self._fire_now_us = 0
+        self._missed_after_us = missed_after // _US
 
     def _due(self, start_us: int, booked_s: int, policy: Policy) -> tuple[int, Reason | None]:
         """``compute_due`` in milliseconds, with the planned moment cached per start."""
@@ -129,16 +131,25 @@ class Planner:
             if appointment.updated_us >= start_us:
                 return self._cancel(key)
             reason = reason or "too_late"  # missed while down: fire at once with why
-        fields = TimerFields(
-            start_us=start_us,
-            end_s=appointment.end_us // 1_000_000,
-            booked_s=booked_s,
-            sequence=appointment.sequence,
-            due_ms=due_ms,
-            reason=reason,
-            patient_id=appointment.patient_id.encode(),
+        fields = _new_fields(
+            TimerFields,
+            (
+                start_us,
+                appointment.end_us // 1_000_000,
+                booked_s,
+                appointment.sequence,
+                due_ms,
+                reason,
+                appointment.patient_id.encode(),
+            ),
         )
-        return _EVENTS[self.timers.upsert(key, fields)]
+        change = self.timers.upsert(key, fields)
+        # identity tests: a dict keyed by the enum would hash it in Python per record
+        if change is Change.PLANNED:
+            return "planned"
+        if change is Change.RESCHEDULED:
+            return "rescheduled"
+        return None
 
     def removed(self, key: bytes) -> tuple[Event | None, bool]:
         """The appointment's tombstone: (event, whether its fired marker must go too)."""
@@ -184,20 +195,21 @@ class Planner:
         ``None`` means the timer was late and now falls in quiet hours: it was moved to
         the end of the window, which is still ``min_lead`` before the start.
         """
-        practice_id = timer.key.decode().partition("/")[0]
-        policy = self._policy_of(practice_id)
-        start = from_us(timer.start_us)
-        due_at = from_ms(timer.due_ms)
-        missed = now - due_at > self._missed_after
+        if now is not self._fire_now:  # one conversion per batch of timers
+            self._fire_now, self._fire_now_us = now, to_us(now)
+        now_us = self._fire_now_us
+        policy = self._policy_of(timer.key[: timer.key.index(b"/")].decode())
+        missed = now_us - timer.due_ms * 1000 > self._missed_after_us
         if timer.reason is not None:
-            return Fire(timer, due_at, timer.reason, missed)
-        if now > start - policy.min_lead:
-            return Fire(timer, due_at, "too_late", missed)
+            return _new_fire(Fire, (timer, timer.reason, missed))
+        if now_us > timer.start_us - policy.min_lead // _US:
+            return _new_fire(Fire, (timer, "too_late", missed))
         if not missed:
-            return Fire(timer, due_at, None, False)
+            return _new_fire(Fire, (timer, None, False))
+        start = from_us(timer.start_us)
         again = compute_due(start, from_us(timer.booked_s * 1_000_000), policy, now=now)
         if again.reason is not None or again.at <= now:
-            return Fire(timer, due_at, again.reason, True)
+            return Fire(timer, again.reason, True)
         self.timers.upsert(
             timer.key,
             TimerFields(

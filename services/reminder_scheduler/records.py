@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import NamedTuple, TypeVar
+from typing import Annotated, NamedTuple, TypeVar
 
 import msgspec
 
@@ -29,10 +29,12 @@ __all__ = [
     "AppointmentState",
     "MarkerState",
     "fired_values",
+    "fired_values_us",
     "from_ms",
     "from_us",
     "read_appointment",
     "read_marker",
+    "read_marker_us",
     "to_ms",
     "to_us",
 ]
@@ -101,27 +103,35 @@ def _invalid(field: str, problem: str) -> DecodeError:
     return DecodeError("invalid", f"{field}: {problem}")
 
 
+# Checked by msgspec while it decodes (in C): the identifier pattern of the contract
+# (booking_events writes ids as the contract has them, stripped and pattern-checked;
+# anything else is refused here rather than repaired) and aware RFC 3339 times.
+_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z"
+_Identifier = Annotated[str, msgspec.Meta(pattern=_ID_PATTERN)]
+_Aware = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
 class _Patient(msgspec.Struct, gc=False):
-    id: str
+    id: _Identifier
 
 
 class _AppointmentFields(msgspec.Struct, gc=False):
     """What the scheduler reads of an ``Appointment``; other fields are skipped."""
 
     practice_id: str
-    appointment_id: str
+    appointment_id: _Identifier
     patient: _Patient
     status: str
     sequence: int
     start: str
     end: str
-    booked_at: str
-    updated_at: str
+    booked_at: _Aware
+    updated_at: _Aware
 
 
 class _MarkerFields(msgspec.Struct, gc=False):
     practice_id: str
-    appointment_id: str
+    appointment_id: _Identifier
     start: str
     end: str
 
@@ -143,6 +153,17 @@ def _decode(decoder: msgspec.json.Decoder[_T], value: bytes) -> _T:
         raise DecodeError("not_json", "the value is not JSON: malformed") from exc
 
 
+_NOT_AN_ID = "missing, or not an identifier (letters, digits, . _ : -; <= 64)"
+_PROBLEMS = {
+    "sequence": "missing or not a non-negative 64-bit integer",
+    "patient": "missing or not an object",
+    "appointment_id": _NOT_AN_ID,
+    "patient.id": _NOT_AN_ID,
+    "booked_at": "not an RFC 3339 date-time with a UTC offset",
+    "updated_at": "not an RFC 3339 date-time with a UTC offset",
+}
+
+
 def _refusal(message: str) -> DecodeError:
     at = _AT.search(message)
     path = at.group(1) if at else ""
@@ -152,11 +173,7 @@ def _refusal(message: str) -> DecodeError:
         return _invalid(field, "missing")
     if not path:
         return DecodeError("invalid", "the value is not a JSON object")
-    if path == "sequence":
-        return _invalid(path, "missing or not a non-negative 64-bit integer")
-    if path == "patient":
-        return _invalid(path, "missing or not an object")
-    return _invalid(path, "not of the expected type")
+    return _invalid(path, _PROBLEMS.get(path, "not of the expected type"))
 
 
 # Practice ids repeat on every record: checked once.
@@ -211,58 +228,83 @@ def _micros(value: str, field: str) -> int:
     return (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
 
 
+_new_state = tuple.__new__  # AppointmentState(...) without the keyword-argument layer
+
+
 def read_appointment(value: bytes) -> AppointmentState:
     """The scheduler's fields of an ``appointments.v1`` value; DecodeError if unusable."""
     doc = _decode(_APPOINTMENT, value)
-    patient_id = _identifier(doc.patient.id, "patient.id")
-    if _BSN_LIKE.fullmatch(patient_id):
+    patient_id = doc.patient.id
+    if len(patient_id) in (8, 9) and patient_id.isdigit():  # ASCII only: the pattern
         raise _invalid("patient.id", "looks like a BSN (8-9 digits)")
     status = doc.status
     if status not in _STATUSES:
         raise _invalid("status", "not a FHIR appointment status")
+    start_us = _SLOT_TIMES.get(doc.start)
+    if start_us is None:
+        start_us = _slot_micros(doc.start, "start")
+    end_us = _SLOT_TIMES.get(doc.end)
+    if end_us is None:
+        end_us = _slot_micros(doc.end, "end")
+    if end_us <= start_us:
+        raise _invalid("end", "not after start")
     sequence = doc.sequence
     if not 0 <= sequence <= _MAX_SEQUENCE:
         raise _invalid("sequence", "missing or not a non-negative 64-bit integer")
-    start_us = _slot_micros(doc.start, "start")
-    end_us = _slot_micros(doc.end, "end")
-    if end_us <= start_us:
-        raise _invalid("end", "not after start")
-    return AppointmentState(
-        practice_id=_practice_id(doc.practice_id),
-        appointment_id=_identifier(doc.appointment_id, "appointment_id"),
-        patient_id=patient_id,
-        status=status,
-        sequence=sequence,
-        start_us=start_us,
-        end_us=end_us,
-        booked_us=_micros(doc.booked_at, "booked_at"),
-        updated_us=_micros(doc.updated_at, "updated_at"),
+    practice_id = doc.practice_id
+    if practice_id not in _PRACTICE_IDS:
+        _practice_id(practice_id)
+    return _new_state(
+        AppointmentState,
+        (
+            practice_id,
+            doc.appointment_id,
+            patient_id,
+            status,
+            sequence,
+            start_us,
+            end_us,
+            (doc.booked_at - EPOCH) // _US,
+            (doc.updated_at - EPOCH) // _US,
+        ),
     )
 
 
 def read_marker(value: bytes) -> MarkerState:
     """A ``FiredMarker`` value (written by this service), fields needed on load."""
+    practice_id, appointment_id, start_us, end_us = read_marker_us(value)
+    return MarkerState(practice_id, appointment_id, from_us(start_us), from_us(end_us))
+
+
+def read_marker_us(value: bytes) -> tuple[str, str, int, int]:
+    """:func:`read_marker` as (practice_id, appointment_id, start µs, end µs), for the
+    load: markers share their slot times, parsed once."""
     doc = _decode(_MARKER, value)
-    return MarkerState(
-        practice_id=_practice_id(doc.practice_id),
-        appointment_id=_identifier(doc.appointment_id, "appointment_id"),
-        start=_moment(doc.start, "start").astimezone(UTC),
-        end=_moment(doc.end, "end").astimezone(UTC),
-    )
+    practice_id = doc.practice_id
+    if practice_id not in _PRACTICE_IDS:
+        _practice_id(practice_id)
+    start_us = _SLOT_TIMES.get(doc.start)
+    if start_us is None:
+        start_us = _slot_micros(doc.start, "start")
+    end_us = _SLOT_TIMES.get(doc.end)
+    if end_us is None:
+        end_us = _slot_micros(doc.end, "end")
+    return practice_id, doc.appointment_id, start_us, end_us
 
 
-# A burst writes the same slot starts, ends and due times over and over: each written once.
-_TEXTS: dict[datetime, str] = {}
+# A burst writes the same slot starts, ends and due times over and over: each written
+# once, keyed by the integer (hashing an aware datetime costs more than writing it).
+_TEXTS: dict[int, str] = {}
 _TEXTS_SIZE = 100_000
 
 
-def _text(moment: datetime) -> str:
-    text = _TEXTS.get(moment)
+def _text_us(us: int) -> str:
+    text = _TEXTS.get(us)
     if text is None:
-        text = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        text = from_us(us).isoformat().replace("+00:00", "Z")
         if len(_TEXTS) >= _TEXTS_SIZE:
             _TEXTS.clear()
-        _TEXTS[moment] = text
+        _TEXTS[us] = text
     return text
 
 
@@ -278,15 +320,40 @@ def fired_values(
     fired_at: datetime,
     reason: str | None,
 ) -> tuple[bytes, bytes]:
-    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes.
+    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes (see :func:`fired_values_us`)."""
+    return fired_values_us(
+        practice_id,
+        appointment_id,
+        patient_id,
+        to_us(start),
+        to_us(end),
+        sequence,
+        to_us(due_at),
+        to_us(fired_at),
+        reason,
+    )
+
+
+def fired_values_us(
+    practice_id: str,
+    appointment_id: str,
+    patient_id: str,
+    start_us: int,
+    end_us: int,
+    sequence: int,
+    due_us: int,
+    fired_us: int,
+    reason: str | None,
+) -> tuple[bytes, bytes]:
+    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes; times in µs since the epoch.
 
     Written with a template: a firing burst writes a hundred thousand of each. The ids
     passed the identifier pattern on the way in (letters, digits, ``._:-``), so none
     needs escaping; the reason is one of two literals.
     """
-    start_text = _text(start)
-    due_text = _text(due_at)
-    fired_text = _text(fired_at)
+    start_text = _text_us(start_us)
+    due_text = _text_us(due_us)
+    fired_text = _text_us(fired_us)
     reminder_id = f"{practice_id}/{appointment_id}/{start_text[:19]}Z"  # utc_text(start)
     ids = f'"practice_id":"{practice_id}","appointment_id":"{appointment_id}"'
     why = "null" if reason is None else f'"{reason}"'
@@ -297,6 +364,6 @@ def fired_values(
     )
     marker = (
         f'{{"reminder_id":"{reminder_id}",{ids},"start":"{start_text}",'
-        f'"end":"{_text(end)}","due_at":"{due_text}","fired_at":"{fired_text}"}}'
+        f'"end":"{_text_us(end_us)}","due_at":"{due_text}","fired_at":"{fired_text}"}}'
     )
     return due.encode(), marker.encode()

@@ -29,7 +29,7 @@ from schemas.models import PracticeConfig
 from schemas.topics import Topics
 from services.common.clock import Clock, SystemClock
 from services.common.health import loops_alive
-from services.common.kafka import DeadLetter, check_partitions, make_consumer
+from services.common.kafka import check_partitions, make_consumer
 from services.common.partitions import Batches, GroupMember
 from services.common.practice_config import practice_config_table
 from services.common.runtime import make_broker
@@ -214,11 +214,7 @@ class SchedulerService:
     async def _apply(
         self, worker: PartitionWorker, records: list[ConsumerRecord[bytes, bytes]], now: datetime
     ) -> None:
-        letters: list[DeadLetter] = []
-        for record in records:
-            letter = worker.apply(record, now)
-            if letter is not None:
-                letters.append(letter)
+        letters = worker.apply_many(records, now)
         if letters:
             await worker.park(letters)
         worker.update_gauges()

@@ -47,6 +47,8 @@ _KEY_LEN_AT = _HEAD_SIZE - 1
 _FLAGS_AT = _HEAD_SIZE - 2
 _DUE = struct.Struct("<q")
 _DUE_AT = 8
+_FIRED_END = struct.Struct("<I")
+_FIRED_END_AT = 36  # after start_us, due_ms, end_s, booked_s, sequence, fired_s
 
 _PENDING = 0x01
 _MARKER = 0x02
@@ -84,8 +86,7 @@ class TimerFields(NamedTuple):
     patient_id: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Timer:
+class Timer(NamedTuple):
     """A pending timer, decoded (for firing and for planning again)."""
 
     key: bytes
@@ -100,6 +101,27 @@ class Timer:
     @property
     def start_s(self) -> int:
         return self.start_us // 1_000_000
+
+
+_new_timer = tuple.__new__  # Timer(...) without the keyword-argument layer
+
+
+def _timer_of(record: bytes) -> Timer:
+    start_us, due_ms, end_s, booked_s, sequence, _, _, flags, key_len = _HEAD.unpack_from(record)
+    key_end = _HEAD_SIZE + key_len
+    return _new_timer(
+        Timer,
+        (
+            record[_HEAD_SIZE:key_end],
+            start_us,
+            end_s,
+            booked_s,
+            sequence,
+            due_ms,
+            _REASONS[(flags >> _REASON_SHIFT) & 0x03],
+            record[key_end:],
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,7 +335,7 @@ class PartitionTimers:
             taken.add(index)
             record = self._records[index]
             assert record is not None
-            out.append(_unpack(record).timer())
+            out.append(_timer_of(record))
         return out
 
     def next_due_ms(self) -> int | None:
@@ -459,20 +481,41 @@ class PartitionTimers:
     def set_marker(self, key: bytes, start_s: int, end_s: int) -> bool:
         """Record a fired marker; a pending timer for that start is done (returns True)."""
         index, slot = self._find(key)
-        marker = _Parts(key, fired_s=start_s, fired_end_s=end_s, flags=_MARKER)
+        fired_s = start_s if 0 <= start_s <= _U32 else _u32(start_s)
+        fired_end_s = end_s if 0 <= end_s <= _U32 else _u32(end_s)
         if index < 0:
-            self._insert(slot, marker.pack())
+            self._insert(
+                slot, _HEAD.pack(0, 0, 0, 0, 0, fired_s, fired_end_s, _MARKER, len(key)) + key
+            )
             self.markers += 1
             return False
-        old = self._record(index)
-        done = old.pending and old.start_us // 1_000_000 == start_s
-        self.markers += not old.has_marker
+        old = self._records[index]
+        assert old is not None
+        start_us, due_ms, old_end_s, booked_s, sequence, _, _, flags, key_len = _HEAD.unpack_from(
+            old
+        )
+        pending = bool(flags & _PENDING)
+        done = pending and start_us // 1_000_000 == start_s
+        self.markers += not flags & _MARKER
         if done:
             self.pending -= 1
-        if old.pending and not done:
+        if pending and not done:
             # rescheduled after this fired: the new start keeps its own timer
-            marker = replace(old, fired_s=start_s, fired_end_s=end_s, flags=old.flags | _MARKER)
-        self._records[index] = marker.pack()
+            head = _HEAD.pack(
+                start_us,
+                due_ms,
+                old_end_s,
+                booked_s,
+                sequence,
+                fired_s,
+                fired_end_s,
+                flags | _MARKER,
+                key_len,
+            )
+            self._records[index] = head + old[_HEAD_SIZE:]
+        else:
+            head = _HEAD.pack(0, 0, 0, 0, 0, fired_s, fired_end_s, _MARKER, key_len)
+            self._records[index] = head + key
         return done
 
     def drop_marker(self, key: bytes) -> bool:
@@ -482,12 +525,12 @@ class PartitionTimers:
     def expired_markers(self, before_s: int, limit: int) -> list[bytes]:
         """Keys whose marker names an appointment that ended before ``before_s``."""
         out: list[bytes] = []
+        fired_end_of = _FIRED_END.unpack_from
         for record in self._records:
             if record is None or not record[_FLAGS_AT] & _MARKER:
                 continue
-            parts = _unpack(record)
-            if parts.fired_end_s < before_s:
-                out.append(parts.key)
+            if fired_end_of(record, _FIRED_END_AT)[0] < before_s:
+                out.append(record[_HEAD_SIZE : _HEAD_SIZE + record[_KEY_LEN_AT]])
                 if len(out) >= limit:
                     break
         return out
