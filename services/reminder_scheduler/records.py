@@ -240,12 +240,8 @@ def read_appointment(value: bytes) -> AppointmentState:
     status = doc.status
     if status not in _STATUSES:
         raise _invalid("status", "not a FHIR appointment status")
-    start_us = _SLOT_TIMES.get(doc.start)
-    if start_us is None:
-        start_us = _slot_micros(doc.start, "start")
-    end_us = _SLOT_TIMES.get(doc.end)
-    if end_us is None:
-        end_us = _slot_micros(doc.end, "end")
+    start_us = _slot_micros(doc.start, "start")
+    end_us = _slot_micros(doc.end, "end")
     if end_us <= start_us:
         raise _invalid("end", "not after start")
     sequence = doc.sequence
@@ -283,12 +279,8 @@ def read_marker_us(value: bytes) -> tuple[str, str, int, int]:
     practice_id = doc.practice_id
     if practice_id not in _PRACTICE_IDS:
         _practice_id(practice_id)
-    start_us = _SLOT_TIMES.get(doc.start)
-    if start_us is None:
-        start_us = _slot_micros(doc.start, "start")
-    end_us = _SLOT_TIMES.get(doc.end)
-    if end_us is None:
-        end_us = _slot_micros(doc.end, "end")
+    start_us = _slot_micros(doc.start, "start")
+    end_us = _slot_micros(doc.end, "end")
     return practice_id, doc.appointment_id, start_us, end_us
 
 
