@@ -296,3 +296,28 @@ async def test_a_non_ascii_address_goes_out_with_smtputf8(sink: SmtpSink, pool: 
     [received] = sink.messages
     assert received.rcpt_tos == (to,)
     assert received.raw.endswith(b"Tot morgen.\r\n")
+
+
+async def test_an_address_aiosmtplib_refuses_leaves_the_session_usable(
+    sink: SmtpSink, pool: SmtpPool
+) -> None:
+    # aiosmtplib refuses a command-line control character after MAIL went out: the pool
+    # resets the envelope, so the next mail on the same connection is not refused.
+    bad = replace(_msg(1), recipient="patient1@example.org\x7f")
+    with pytest.raises(PermanentSendError) as info:
+        await pool.send(bad)
+    assert info.value.reason == "invalid_address"
+    await pool.send(_msg(2))
+    assert [m.rcpt_tos for m in sink.messages] == [("patient2@example.org",)]
+    assert pool.connections_opened == 1
+
+
+async def test_mail_with_bare_line_feeds_still_goes_out_whole(
+    sink: SmtpSink, pool: SmtpPool
+) -> None:
+    # The SIZE option counts what DATA transmits, also for bytes that are not CRLF.
+    msg = _msg(1)
+    await pool.send(replace(msg, data=msg.data.replace(b"\r\n", b"\n")))
+    await pool.send(msg)
+    assert len(sink.messages) == 2
+    assert sink.messages[0].raw == sink.messages[1].raw
