@@ -55,6 +55,7 @@ class SmtpOptions:
     pool_size: int = 4
     max_messages_per_connection: int = 100
     idle_noop_seconds: float = 30.0
+    # Seconds for each reply while connecting, for a whole MAIL/RCPT/DATA while sending.
     timeout: float = 15.0
     # EHLO name; None asks the OS for the FQDN once, at start().
     local_hostname: str | None = None
@@ -144,13 +145,14 @@ def _size_of(data: bytes) -> int:
     return len(normalize_message_line_endings(data))
 
 
-async def _transaction(client: aiosmtplib.SMTP, msg: ComposedMail) -> None:
+async def _transaction(client: aiosmtplib.SMTP, msg: ComposedMail, timeout: float) -> None:
     """One mail transaction: what ``SMTP.sendmail`` does for one recipient, without its
     second pass over the addresses and the message (the SIZE option is counted without
     rewriting the bytes). The composed bytes as they are (7-bit, CRLF): nothing is
     flattened here. A refused envelope, or an address aiosmtplib will not put on a
     command line, resets the envelope (RSET) as sendmail does, so the session stays
-    usable."""
+    usable. ``timeout`` bounds the whole transaction (one deadline instead of a timer per
+    reply); TimeoutError when it passes, and the pool drops the session."""
     if client.is_ehlo_or_helo_needed:
         try:
             await client.ehlo()
@@ -168,9 +170,10 @@ async def _transaction(client: aiosmtplib.SMTP, msg: ComposedMail) -> None:
     if client.supports_extension("size"):
         options.insert(0, f"size={_size_of(msg.data)}")
     try:
-        await client.mail(msg.sender, options=options, encoding=encoding)
-        await client.rcpt(msg.recipient, encoding=encoding)
-        await client.data(msg.data)
+        async with asyncio.timeout(timeout):
+            await client.mail(msg.sender, options=options, encoding=encoding, timeout=None)
+            await client.rcpt(msg.recipient, encoding=encoding, timeout=None)
+            await client.data(msg.data, timeout=None)
     except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused, ValueError):
         # ValueError: an address aiosmtplib refuses to write (checked before it is sent).
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
@@ -327,7 +330,7 @@ class SmtpPool:
                 raise RuntimeError("SmtpPool is closed")
             conn = await self._ready(slot)
             try:
-                await _transaction(conn.client, msg)
+                await _transaction(conn.client, msg, self.options.timeout)
             except Exception as exc:
                 # After a refused envelope aiosmtplib has sent RSET: the session is fine.
                 reusable = isinstance(

@@ -321,3 +321,31 @@ async def test_mail_with_bare_line_feeds_still_goes_out_whole(
     await pool.send(msg)
     assert len(sink.messages) == 2
     assert sink.messages[0].raw == sink.messages[1].raw
+
+
+async def test_a_server_that_stops_answering_mid_mail_times_out() -> None:
+    # Greets and answers EHLO, then says nothing to MAIL: the transaction's deadline
+    # passes, the session is dropped (not reused) and the failure is transient.
+    async def stall_at_mail(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 stall.test ESMTP\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith((b"EHLO", b"HELO")):
+                writer.write(b"250-stall.test\r\n250 SIZE 1000000\r\n")
+            elif line.upper().startswith(b"QUIT"):
+                writer.write(b"221 bye\r\n")
+            # MAIL: no answer
+        writer.close()
+
+    server = await asyncio.start_server(stall_at_mail, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        opts = SmtpOptions("127.0.0.1", port, security="none", timeout=0.3, pool_size=1)
+        async with SmtpPool(opts) as pool:
+            for _ in range(2):
+                with pytest.raises(TransientSendError) as info:
+                    await pool.send(_msg(1))
+                assert info.value.reason == "timeout"
+            assert pool.connections_opened == 2  # the stalled session was not reused
+    finally:
+        server.close()
+        await server.wait_closed()
