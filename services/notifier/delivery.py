@@ -147,18 +147,15 @@ class Deliverer:
         return frozenset(available)
 
     async def _with_retries(self, channel: Channel, fn: Callable[[], Awaitable[T]]) -> T:
-        attempts = 0
-
-        async def attempt() -> T:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                self._retries[channel].inc()
-            return await fn()
-
         began = time.perf_counter()
         try:
-            return await retry_transient(attempt, self._policy, sleep=self._sleep, rng=self._rng)
+            return await retry_transient(
+                fn,
+                self._policy,
+                sleep=self._sleep,
+                rng=self._rng,
+                on_retry=self._retries[channel].inc,
+            )
         finally:
             self._send_seconds[channel].observe(time.perf_counter() - began)
 
