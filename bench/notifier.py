@@ -14,7 +14,8 @@ CPU per reminder (less sensitive than reminders/s to other load on a shared mach
 
 The floor, measured in the same round right after the notifier: raw aiosmtplib
 ``sendmail`` of the same bytes (composed beforehand by the notifier's own Deliverer,
-untimed; the notifier's pool hands its composed bytes to ``sendmail`` the same way) over
+untimed; the notifier's pool hands the same composed bytes to aiosmtplib's MAIL, RCPT
+and DATA, the steps ``sendmail`` takes, without its second pass over them) over
 the same number of connections (``--connections``, the notifier's SMTP pool size) to
 the same sink. One line per batch size: figure, floor, ratio (target >= 70%) and CPU
 per reminder (target <= 1 ms).

@@ -7,7 +7,8 @@ The sink runs in its own process (it would otherwise share the GIL with the clie
 halve what both can do on a small machine). Each round sends the same M pre-composed
 messages twice: through SmtpPool (N connections shared by N concurrent senders, or
 --concurrency) and through N persistent aiosmtplib.SMTP clients, each sending its share
-sequentially in parallel (``sendmail`` of the composed bytes, as the pool does).
+sequentially in parallel (``sendmail`` of the composed bytes; the pool sends the same
+bytes with aiosmtplib's MAIL, RCPT and DATA, the steps of ``sendmail``).
 Rounds alternate the order; the median rate of each side is reported, with the CPU each
 message cost the client and the sink (CPU per message is far less sensitive than msg/s
 to other load on a shared machine).

@@ -7,7 +7,6 @@ could inject a header, hide the urgent line or not be written back raises
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email
 import email.utils
@@ -270,7 +269,12 @@ def _quoted_printable(value: str) -> bytes:
 
 
 def _base64_lines(data: bytes) -> bytes:
-    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+    """What ``base64.encodebytes`` gives (lines of 76 characters), with CRLF line ends:
+    encoded in one call, then cut into lines."""
+    if not data:
+        return b""
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"".join(encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
 
 
 def _calendar_part(ics: bytes) -> bytes:

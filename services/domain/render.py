@@ -443,6 +443,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _UNSAFE = re.compile(UNSAFE_TEXT.pattern + "+")
 _SPACES = re.compile(r"[ \t]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
+# _UNSAFE without the line feed: a run of unsafe characters within one line.
+_UNSAFE_IN_LINE = re.compile(
+    UNSAFE_TEXT.pattern.replace("\x00-\x1f", "\x00-\x09\x0b-\x1f", 1) + "+"
+)
+assert _UNSAFE_IN_LINE.pattern != _UNSAFE.pattern
 
 
 def _one_line(value: str) -> str:
@@ -453,7 +458,7 @@ def _one_line(value: str) -> str:
 
 def _tidy_text(value: str) -> str:
     value = value.replace("\r\n", "\n").replace("\r", "\n")
-    value = "\n".join(_UNSAFE.sub(" ", line) for line in value.split("\n"))
+    value = _UNSAFE_IN_LINE.sub(" ", value)  # line by line: the line feeds stay
     lines = [line.rstrip() for line in value.split("\n")]
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip("\n")
 
@@ -592,6 +597,14 @@ def sanitize_html(fragment: str) -> str:
 _SIMPLE_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)>")
 
 
+def _text(between: str) -> str:
+    """Text between tags, unescaped and escaped again. Without ``&`` or ``>`` (and no
+    ``<``: every one is a tag) that gives the text back as it is."""
+    if "&" not in between and ">" not in between:
+        return between
+    return html.escape(html.unescape(between), quote=False)
+
+
 def _sanitize_simple(fragment: str) -> str | None:
     """What _Sanitizer gives for a fragment whose only markup is bare allowed tags
     (``<p>``, ``</strong>``, ``<br>``: no attributes, comments or other tags), without
@@ -609,7 +622,7 @@ def _sanitize_simple(fragment: str) -> str | None:
         if name not in _ALLOWED_TAGS:
             return None
         if tag.start() > at:
-            out.append(html.escape(html.unescape(fragment[at : tag.start()]), quote=False))
+            out.append(_text(fragment[at : tag.start()]))
         at = tag.end()
         if not tag.group(1):
             out.append(f"<{name}>")
@@ -622,7 +635,7 @@ def _sanitize_simple(fragment: str) -> str | None:
                 if top == name:
                     break
     if at < len(fragment):
-        out.append(html.escape(html.unescape(fragment[at:]), quote=False))
+        out.append(_text(fragment[at:]))
     while opened:
         out.append(f"</{opened.pop()}>")
     return "".join(out)

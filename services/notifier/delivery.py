@@ -133,6 +133,9 @@ class Deliverer:
         self._domain = message_id_domain
         self._sleep = sleep
         self._rng = rng or random.Random()
+        # The labelled metrics once, not looked up again on every send.
+        self._send_seconds = {c: SEND_SECONDS.labels(c) for c in ("email", "push")}
+        self._retries = {c: RETRIES.labels(c) for c in ("email", "push")}
 
     @property
     def channels(self) -> frozenset[Channel]:
@@ -144,20 +147,17 @@ class Deliverer:
         return frozenset(available)
 
     async def _with_retries(self, channel: Channel, fn: Callable[[], Awaitable[T]]) -> T:
-        attempts = 0
-
-        async def attempt() -> T:
-            nonlocal attempts
-            attempts += 1
-            if attempts > 1:
-                RETRIES.labels(channel).inc()
-            return await fn()
-
         began = time.perf_counter()
         try:
-            return await retry_transient(attempt, self._policy, sleep=self._sleep, rng=self._rng)
+            return await retry_transient(
+                fn,
+                self._policy,
+                sleep=self._sleep,
+                rng=self._rng,
+                on_retry=self._retries[channel].inc,
+            )
         finally:
-            SEND_SECONDS.labels(channel).observe(time.perf_counter() - began)
+            self._send_seconds[channel].observe(time.perf_counter() - began)
 
     async def deliver(
         self,

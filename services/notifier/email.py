@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 import aiosmtplib
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from services.common.settings import is_loopback_host
 from services.common.smtp_tls import SmtpSecurity, TlsPlan, tls_plan
@@ -54,6 +55,7 @@ class SmtpOptions:
     pool_size: int = 4
     max_messages_per_connection: int = 100
     idle_noop_seconds: float = 30.0
+    # Seconds for each reply while connecting, for a whole MAIL/RCPT/DATA while sending.
     timeout: float = 15.0
     # EHLO name; None asks the OS for the FQDN once, at start().
     local_hostname: str | None = None
@@ -131,6 +133,52 @@ def _classify_send(exc: Exception) -> SendError:
     if isinstance(exc, aiosmtplib.SMTPException):
         return TransientSendError("smtp_unavailable", f"{name}: {_redact(str(exc))}")
     raise exc
+
+
+def _size_of(data: bytes) -> int:
+    """The octets DATA transmits (RFC 1870 SIZE): the composed bytes as they are when they
+    are CRLF throughout and end with CRLF (what compose_email writes), else what aiosmtplib
+    turns them into."""
+    crlf = data.count(b"\r\n")
+    if data.endswith(b"\r\n") and data.count(b"\n") == crlf and data.count(b"\r") == crlf:
+        return len(data)
+    return len(normalize_message_line_endings(data))
+
+
+async def _transaction(client: aiosmtplib.SMTP, msg: ComposedMail, timeout: float) -> None:
+    """One mail transaction: what ``SMTP.sendmail`` does for one recipient, without its
+    second pass over the addresses and the message (the SIZE option is counted without
+    rewriting the bytes). The composed bytes as they are (7-bit, CRLF): nothing is
+    flattened here. A refused envelope, or an address aiosmtplib will not put on a
+    command line, resets the envelope (RSET) as sendmail does, so the session stays
+    usable. ``timeout`` bounds the whole transaction (one deadline instead of a timer per
+    reply); TimeoutError when it passes, and the pool drops the session."""
+    if client.is_ehlo_or_helo_needed:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            if not client.is_connected:
+                raise
+            await client.helo()
+    encoding = "ascii"
+    options: list[str] = []
+    if msg.needs_smtputf8:
+        if not client.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPNotSupported("SMTPUTF8 is not supported by this server")
+        encoding = "utf-8"
+        options.append("SMTPUTF8")
+    if client.supports_extension("size"):
+        options.insert(0, f"size={_size_of(msg.data)}")
+    try:
+        async with asyncio.timeout(timeout):
+            await client.mail(msg.sender, options=options, encoding=encoding, timeout=None)
+            await client.rcpt(msg.recipient, encoding=encoding, timeout=None)
+            await client.data(msg.data, timeout=None)
+    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused, ValueError):
+        # ValueError: an address aiosmtplib refuses to write (checked before it is sent).
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+            await client.rset()
+        raise
 
 
 class SmtpPool:
@@ -282,13 +330,7 @@ class SmtpPool:
                 raise RuntimeError("SmtpPool is closed")
             conn = await self._ready(slot)
             try:
-                # The composed bytes as they are (7-bit, CRLF): nothing is flattened here.
-                await conn.client.sendmail(
-                    msg.sender,
-                    [msg.recipient],
-                    msg.data,
-                    mail_options=["SMTPUTF8"] if msg.needs_smtputf8 else None,
-                )
+                await _transaction(conn.client, msg, self.options.timeout)
             except Exception as exc:
                 # After a refused envelope aiosmtplib has sent RSET: the session is fine.
                 reusable = isinstance(

@@ -53,11 +53,13 @@ async def retry_transient(
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     rng: random.Random | None = None,
+    on_retry: Callable[[], object] | None = None,
 ) -> T:
     """Await `fn()`, retrying TransientSendError; anything else propagates at once.
 
     A server's Retry-After (`exc.retry_after`) lengthens a delay, but never past
-    max_delay: a consumer must not sit on its partition for an hour.
+    max_delay: a consumer must not sit on its partition for an hour. `on_retry` is called
+    before every attempt after the first (the retries metric).
     """
     delays = backoff_delays(policy, rng if rng is not None else random.Random())
     for attempt in range(policy.attempts):
@@ -70,4 +72,6 @@ async def retry_transient(
             if exc.retry_after is not None:
                 delay = min(max(delay, exc.retry_after), policy.max_delay)
             await sleep(delay)
+            if on_retry is not None:
+                on_retry()
     raise AssertionError("unreachable")  # pragma: no cover

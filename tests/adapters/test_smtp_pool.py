@@ -296,3 +296,56 @@ async def test_a_non_ascii_address_goes_out_with_smtputf8(sink: SmtpSink, pool: 
     [received] = sink.messages
     assert received.rcpt_tos == (to,)
     assert received.raw.endswith(b"Tot morgen.\r\n")
+
+
+async def test_an_address_aiosmtplib_refuses_leaves_the_session_usable(
+    sink: SmtpSink, pool: SmtpPool
+) -> None:
+    # aiosmtplib refuses a command-line control character after MAIL went out: the pool
+    # resets the envelope, so the next mail on the same connection is not refused.
+    bad = replace(_msg(1), recipient="patient1@example.org\x7f")
+    with pytest.raises(PermanentSendError) as info:
+        await pool.send(bad)
+    assert info.value.reason == "invalid_address"
+    await pool.send(_msg(2))
+    assert [m.rcpt_tos for m in sink.messages] == [("patient2@example.org",)]
+    assert pool.connections_opened == 1
+
+
+async def test_mail_with_bare_line_feeds_still_goes_out_whole(
+    sink: SmtpSink, pool: SmtpPool
+) -> None:
+    # The SIZE option counts what DATA transmits, also for bytes that are not CRLF.
+    msg = _msg(1)
+    await pool.send(replace(msg, data=msg.data.replace(b"\r\n", b"\n")))
+    await pool.send(msg)
+    assert len(sink.messages) == 2
+    assert sink.messages[0].raw == sink.messages[1].raw
+
+
+async def test_a_server_that_stops_answering_mid_mail_times_out() -> None:
+    # Greets and answers EHLO, then says nothing to MAIL: the transaction's deadline
+    # passes, the session is dropped (not reused) and the failure is transient.
+    async def stall_at_mail(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 stall.test ESMTP\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith((b"EHLO", b"HELO")):
+                writer.write(b"250-stall.test\r\n250 SIZE 1000000\r\n")
+            elif line.upper().startswith(b"QUIT"):
+                writer.write(b"221 bye\r\n")
+            # MAIL: no answer
+        writer.close()
+
+    server = await asyncio.start_server(stall_at_mail, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        opts = SmtpOptions("127.0.0.1", port, security="none", timeout=0.3, pool_size=1)
+        async with SmtpPool(opts) as pool:
+            for _ in range(2):
+                with pytest.raises(TransientSendError) as info:
+                    await pool.send(_msg(1))
+                assert info.value.reason == "timeout"
+            assert pool.connections_opened == 2  # the stalled session was not reused
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -25,6 +25,7 @@ from services.domain.errors import PermanentSendError
 from services.domain.mime import (
     _SIMPLE_ADDRESS,
     ComposedMail,
+    _base64_lines,
     _parse_address,
     _parse_address_fully,
     compose_email,
@@ -205,3 +206,10 @@ def test_uid_line_is_what_icalendar_writes(uid: str) -> None:
 @pytest.mark.parametrize("sequence", [0, 7, 2**31 - 1])
 def test_sequence_line_is_what_icalendar_writes(sequence: int) -> None:
     assert b"SEQUENCE:%d\r\n" % sequence == _property_line("sequence", sequence)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000))
+def test_base64_parts_are_what_the_standard_library_writes(data: bytes) -> None:
+    # The calendar and logo parts: lines of 76 characters, CRLF.
+    assert _base64_lines(data) == base64.encodebytes(data).replace(b"\n", b"\r\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from html.parser import HTMLParser
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.models import PracticeConfig
+from schemas.models import UNSAFE_TEXT, PracticeConfig
 from services.domain.render import (
     TemplateRejected,
     _context,
@@ -19,6 +20,7 @@ from services.domain.render import (
     _sanitize_simple,
     _Sanitizer,
     _source_for,
+    _tidy_text,
     check_templates,
     render_reminder,
     sample_appointment,
@@ -309,3 +311,27 @@ def test_the_builtin_templates_take_the_fast_sanitizer() -> None:
         )
         assert "<strong>" in fragment
         assert _sanitize_simple(fragment) == _parsed_sanitized(fragment)
+
+
+def _tidy_text_line_by_line(value: str) -> str:
+    """The e-mail text's tidying as it was first written: line by line."""
+    unsafe = re.compile(UNSAFE_TEXT.pattern + "+")
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    value = "\n".join(unsafe.sub(" ", line) for line in value.split("\n"))
+    lines = [line.rstrip() for line in value.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(
+        st.one_of(
+            st.sampled_from(["\n", "\r", " ", "\t", "\x00", "\x0b", "\x85", "\u2028"]),
+            st.characters(),
+        ),
+        max_size=40,
+    )
+)
+def test_the_text_is_tidied_as_line_by_line(value: str) -> None:
+    # Unsafe characters become one space per run within a line; line feeds stay.
+    assert _tidy_text(value) == _tidy_text_line_by_line(value)

@@ -154,3 +154,15 @@ async def test_jittered_delays_come_from_the_given_rng() -> None:
     fn = _Flaky(*(TransientSendError("timeout") for _ in range(3)))
     await retry_transient(fn, policy, sleep=sleeps, rng=random.Random(3))
     assert sleeps.calls == backoff_delays(policy, random.Random(3))
+
+
+async def test_every_attempt_after_the_first_is_reported_as_a_retry() -> None:
+    flaky = _Flaky(TransientSendError("smtp_4xx", "451"), TransientSendError("smtp_4xx", "451"))
+    retries: list[int] = []
+    policy = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.01)
+    result = await retry_transient(
+        flaky, policy, sleep=_Sleeps(), rng=random.Random(1), on_retry=lambda: retries.append(1)
+    )
+    assert result == "ok"
+    assert flaky.calls == 3
+    assert len(retries) == 2
