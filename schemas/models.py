@@ -625,6 +625,9 @@ OutcomeReason = Literal[
     "no_config",
     "render_failed",
     "not_booked",
+    # The record passed the checks, but deciding on it raised: the due record is in the
+    # dead-letter topic (reason processing_failed) and this outcome tells the practice.
+    "processing_failed",
 ]
 
 

@@ -541,6 +541,22 @@ class PartitionWorker:
             }
         )
 
+    def _contained_outcome(self, item: _Item, exc: Exception, now: datetime) -> Outcome | None:
+        """The failed outcome of a reminder whose decision raised (None if even that
+        cannot be built: the dead letter alone then)."""
+        try:
+            return self._outcome(
+                item,
+                "failed",
+                "processing_failed",
+                None,
+                detail=f"internal error: {type(exc).__name__}",
+                now=now,
+            )
+        except Exception:
+            log.exception("no outcome for a contained record", extra={"partition": self.partition})
+            return None
+
     def _prune(self, ledger: Ledger, now: datetime) -> None:
         """Forget sent reminders past their memory (a day after the appointment's start):
         one pass over the map at most every ``_PRUNE_EVERY`` of service time, so the map
@@ -597,8 +613,11 @@ class PartitionWorker:
                     if not is_about_the_record(exc):
                         raise
                     sending.discard(item.due.reminder_id)
-                    item.rendered = item.outcome = None
+                    item.rendered = None
                     item.letter = dead_letter_for(record, record_error(exc, record.topic))
+                    # Every due reminder ends in an outcome: the practice's verzendlog
+                    # shows this one failed, the DLQ keeps the record to process again.
+                    item.outcome = self._contained_outcome(item, exc, now)
             items.append(item)
 
         to_send = [i for i in items if i.rendered is not None and i.outcome is None]
@@ -624,6 +643,7 @@ class PartitionWorker:
             if item.letter is not None:
                 if first_blocked is not None and item.offset > first_blocked:
                     retained.append(item.record)  # dead-lettered once the offset passes it
+                    item.outcome = None  # and its outcome written then, once
                 else:
                     letters.append(item.letter)
                 continue

@@ -366,6 +366,7 @@ REASONS: dict[str, dict[str, str]] = {
         "no_config": "de praktijk had nog geen instellingen",
         "render_failed": "het bericht kon niet worden opgemaakt",
         "not_booked": "de afspraak is niet (meer) geboekt",
+        "processing_failed": "een interne fout; de beheerder kan het bericht opnieuw laten verwerken",
         "unknown": "onbekend",
     },
     "en": {
@@ -387,6 +388,7 @@ REASONS: dict[str, dict[str, str]] = {
         "no_config": "the practice had no settings yet",
         "render_failed": "the message could not be composed",
         "not_booked": "the appointment is not (or no longer) booked",
+        "processing_failed": "an internal error; the operator can have it processed again",
         "unknown": "unknown",
     },
 }

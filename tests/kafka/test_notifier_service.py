@@ -668,6 +668,45 @@ async def test_transient_4xx_is_retried_and_a_blocked_outage_fails_after_the_lim
     assert len(letters) == 1
 
 
+async def test_a_reminder_whose_decision_raises_fails_visibly_and_the_partition_goes_on(
+    world: World,
+    kafka_settings: KafkaSettings,
+    smtp_sink: SmtpSink,
+    vapid_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record that passed every check but makes a later stage raise (a bug, not bad
+    input): its due record goes to the DLQ with the reason, the practice's log gets a
+    failed outcome for it (every due reminder ends in an outcome), and the reminders
+    after it in the same partition are still sent."""
+    import services.notifier.engine as engine
+
+    real = engine.decide
+
+    def decide(due: ReminderDue, *args: Any, **kwargs: Any) -> Any:
+        if due.appointment_id == "appt-1":
+            raise RuntimeError("a bug in deciding")
+        return real(due, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "decide", decide)
+    now = datetime.now(UTC)
+    (practice,) = _practice_ids(kafka_settings, 1)
+    await _consented(world, [practice], 3, now)
+    settings = _settings(kafka_settings, _plain_smtp(smtp_sink), vapid_key)
+    async with running(NotifierService(settings)):
+        committed = await world.outcomes(expect=3)
+        letters = await world.read(Topics.dlq(world.topics.reminders_due), expect=1)
+    by_appointment = {o.appointment_id: o for o, _ in committed}
+    assert len(committed) == 3
+    failed = by_appointment["appt-1"]
+    assert (failed.status, failed.reason, failed.channel) == ("failed", "processing_failed", None)
+    assert failed.detail == "internal error: RuntimeError"
+    assert [by_appointment[a].status for a in ("appt-0", "appt-2")] == ["sent", "sent"]
+    assert smtp_sink.received_count == 2
+    assert len(letters) == 1
+    assert dict(letters[0].headers)["error-reason"] == b"processing_failed"
+
+
 async def test_a_cancel_published_just_before_the_due_reminder_wins(
     world: World, kafka_settings: KafkaSettings, smtp_sink: SmtpSink, vapid_key: str
 ) -> None:
