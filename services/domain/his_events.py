@@ -731,17 +731,25 @@ def _actor(actor: Reference | None) -> tuple[str | None, str | None]:
     ``.../Patient/123/_history/2``, or ``type`` with only an identifier."""
     if actor is None:
         return None, None
-    kind, ident = actor.type, None
     if actor.reference:
-        parts = actor.reference.split("/")
-        if "" in parts:
-            parts = [p for p in parts if p]
-        if "_history" in parts:
-            parts = parts[: parts.index("_history")]
-        if len(parts) >= 2 and parts[-2][:1].isupper():
-            kind = kind or parts[-2]
-            ident = parts[-1]
-    return kind, ident
+        kind, ident = _reference(actor.reference)
+        if ident is not None:
+            return actor.type or kind, ident
+    return actor.type, None
+
+
+@lru_cache(maxsize=4096)
+def _reference(reference: str) -> tuple[str | None, str | None]:
+    """(type, id) a reference names, or (None, None): read once per distinct reference
+    (a practice's practitioners and locations recur in every resource)."""
+    parts = reference.split("/")
+    if "" in parts:
+        parts = [p for p in parts if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        return parts[-2], parts[-1]
+    return None, None
 
 
 def _actor_id(actor: Reference | None) -> str | None:

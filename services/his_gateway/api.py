@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote
 
+import msgspec
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -163,14 +164,22 @@ class _Head:
 
     @classmethod
     def of(cls, scope: Scope) -> _Head:
-        found: dict[bytes, bytes] = {}
+        authorization = content_type = content_length = prefer = None
         for name, value in scope["headers"]:
-            if name in _HEAD_NAMES and name not in found:
-                found[name] = value
-        return cls(*(_latin1(found.get(name)) for name in _HEAD_NAMES))
-
-
-_HEAD_NAMES: Final = (b"authorization", b"content-type", b"content-length", b"prefer")
+            if name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == b"content-type":
+                if content_type is None:
+                    content_type = value
+            elif name == b"content-length":
+                if content_length is None:
+                    content_length = value
+            elif name == b"prefer" and prefer is None:
+                prefer = value
+        return cls(
+            _latin1(authorization), _latin1(content_type), _latin1(content_length), _latin1(prefer)
+        )
 
 
 def _latin1(value: bytes | None) -> str | None:
@@ -611,14 +620,15 @@ def build_api(gateway: Gateway) -> FastAPI:
             raise _refuse(400, "required", "the resource must carry the id of the URL")
         event = verdict.event
         placement = await publish(event, body, fhir=True)
+        sequence = event.sequence
         headers = [
-            (b"etag", f'W/"{event.sequence}"'.encode("latin-1")),
+            (b"etag", b'W/"%d"' % sequence),
             (
                 b"location",
-                location_prefix + f"{appointment_id}/_history/{event.sequence}".encode("latin-1"),
+                b"%s%s/_history/%d" % (location_prefix, appointment_id.encode("latin-1"), sequence),
             ),
-            (b"x-kafka-partition", str(placement.partition).encode("latin-1")),
-            (b"x-kafka-offset", str(placement.offset).encode("latin-1")),
+            (b"x-kafka-partition", b"%d" % placement.partition),
+            (b"x-kafka-offset", b"%d" % placement.offset),
         ]
         prefer = (head.prefer or "").replace(" ", "").lower()
         if "return=minimal" in prefer:
@@ -789,15 +799,21 @@ def _accepted(event: AppointmentEvent, placement: Placement) -> dict[str, Any]:
     }
 
 
+class _IdOnly(msgspec.Struct):
+    id: object = None
+
+
+# Reads the top-level "id" and skips the rest (the last one, as orjson and the model).
+_ID_DECODER: Final = msgspec.json.Decoder(_IdOnly)
+
+
 def _resource_id(body: bytes) -> str | None:
+    """The resource's ``id`` when the body is a JSON object with a text ``id``."""
     try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        value = _ID_DECODER.decode(body).id
+    except (msgspec.MsgspecError, RecursionError):
         return None
-    if isinstance(document, dict):
-        value = document.get("id")
-        return value if isinstance(value, str) else None
-    return None
+    return value if isinstance(value, str) else None
 
 
 def _form(body: bytes) -> dict[str, str] | None:

@@ -24,6 +24,7 @@ from services.booking_events.app import BookingEventsService
 from services.common.clock import FakeClock
 from services.common.kafka import make_consumer
 from services.common.settings import GatewaySettings, KafkaSettings, Settings
+from services.domain.his_events import parse_fhir
 from services.domain.partition import partition_for
 from services.his_gateway.api import build_api
 from services.his_gateway.clients import ClientRecord, MemoryClientStore
@@ -178,6 +179,9 @@ async def test_put_lands_keyed_on_its_partition_and_becomes_an_appointment_state
         assert record.partition == expected
         assert dict(record.headers)["content-type"] == FHIR.encode()
         assert json.loads(record.value) == booked
+        # The record's correlation id is the event id (the header FastStream writes).
+        event = parse_fhir(record.value, received_at=datetime.now(UTC))
+        assert dict(record.headers)["correlation_id"] == str(event.event_id).encode()
     assert first.headers["x-kafka-partition"] == str(expected)
     assert first.headers["x-kafka-offset"] == str(one.offset)
 

@@ -6,8 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from services.common.settings import Settings
+from services.domain.partition import partition_for
 from services.his_gateway.publisher import KafkaPublisher, OutRecord, PublishFailed
 
 
@@ -35,3 +37,34 @@ async def test_a_record_the_broker_does_not_confirm_fails_after_the_timeout() ->
     assert sent["key"] == b"01054321"
     assert sent["headers"] == {"content-type": "application/fhir+json"}
     assert sent["no_confirm"] is True
+
+
+class _SilentProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """The broker's own producer, taking every record and never confirming it."""
+
+    def __init__(self) -> None:  # no connection: only send is used
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, topic: str, value: Any = None, **options: Any) -> asyncio.Future[Any]:
+        self.sent.append({"topic": topic, "value": value, **options})
+        return asyncio.get_running_loop().create_future()
+
+
+async def test_the_brokers_own_producer_gets_the_record_with_key_partition_and_headers() -> None:
+    publisher = KafkaPublisher(Settings(), timeout_seconds=0.05)
+    producer = _SilentProducer()
+    publisher._producer = producer
+    publisher._connected, publisher._partitions = True, 12
+    with pytest.raises(PublishFailed, match="did not confirm"):
+        await publisher.publish(OutRecord("01054321", b"{}", fhir=True, correlation_id="c-1"))
+    with pytest.raises(PublishFailed):
+        await publisher.publish(OutRecord("01054321", b"[]", fhir=False, correlation_id="c-2"))
+    fhir, native = producer.sent
+    assert fhir["topic"] == publisher.topic and fhir["value"] == b"{}"
+    assert fhir["key"] == b"01054321"
+    assert fhir["partition"] == partition_for("01054321", 12)
+    assert fhir["headers"] == [
+        ("content-type", b"application/fhir+json"),
+        ("correlation_id", b"c-1"),
+    ]
+    assert native["headers"] == [("content-type", b"application/json"), ("correlation_id", b"c-2")]
