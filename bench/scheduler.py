@@ -24,10 +24,14 @@ appointment and patient ids (the worst realistic case), ``short`` an AGB code, a
    everything above): ``--burst`` reminders due in the same second (target: all emitted
    within 10 s), then ``--steady-rate`` per second for ``--steady-seconds`` (target: p99
    lateness under 1 s). Lateness is ``fired_at - due_at`` of the committed records and,
-   end to end, the moment a read_committed consumer saw them minus ``due_at``.
+   end to end, the moment a read_committed consumer saw them minus ``due_at``. The
+   burst's floors: raw aiokafka ``send`` per record in transactions of 1,000, and raw
+   aiokafka's batch API (``create_batch``/``send_batch``, as the scheduler writes) with
+   1,000 and 10,000 reminders per transaction.
 
 CPU seconds are printed beside wall-clock seconds: on a shared machine the wall clock
-also counts other processes (and the broker shares the cores).
+also counts other processes (and the broker shares the cores). The load line also
+gives the seconds the garbage collector took of that CPU.
 """
 
 from __future__ import annotations
@@ -137,6 +141,24 @@ def bench_memory(count: int, shape: str) -> None:
 
 
 # --------------------------------------------------------------------------- kafka
+
+
+class GcTime:
+    """Seconds this process spent in the garbage collector while counting."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._since = 0.0
+        self.counting = False
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, _info: dict[str, int]) -> None:
+        if not self.counting:
+            return
+        if phase == "start":
+            self._since = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._since
 
 
 def free_port() -> int:
@@ -262,6 +284,69 @@ async def raw_emit(kafka: KafkaSettings, count: int) -> tuple[float, float]:
         await producer.stop()
 
 
+async def raw_emit_batched(
+    kafka: KafkaSettings, count: int, per_transaction: int = 1000
+) -> tuple[float, float]:
+    """The floor with aiokafka's batch API: (wall-clock, CPU) seconds to write ``count``
+    ReminderDue and ``count`` FiredMarker values (pre-encoded: only the write is timed)
+    with ``create_batch``/``append``/``send_batch``, one batch per topic and partition,
+    ``per_transaction`` reminders per transaction (one producer)."""
+    from aiokafka.admin import NewTopic
+
+    from services.common.kafka import admin_client
+    from services.reminder_scheduler.records import fired_values
+
+    topics = [f"{kafka.topic_prefix}bench.raw-batch-{t}.{uuid.uuid4().hex[:6]}" for t in "df"]
+    admin = admin_client(kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, kafka.partitions, 1) for t in topics])
+    finally:
+        await admin.close()
+    now = datetime.now(UTC)
+    records = []
+    for n in range(count):
+        due, marker = fired_values(
+            practice_id=practice(n),
+            appointment_id=f"burst-{n}",
+            patient_id=f"pt-{n:016x}",
+            start=now + timedelta(days=1),
+            end=now + timedelta(days=1, minutes=10),
+            sequence=1,
+            due_at=now,
+            fired_at=now,
+            reason=None,
+        )
+        key = f"{practice(n)}/burst-{n}".encode()
+        records.append((partition_for(practice(n), kafka.partitions), key, due, marker))
+    producer = make_producer(kafka, transactional_id=f"{topics[0]}-tx", linger_ms=5)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        cpu = time.process_time()
+        for first in range(0, count, per_transaction):
+            async with producer.transaction():
+                batches: dict[tuple[int, int], Any] = {}
+                futures = []
+                for part, key, due, marker in records[first : first + per_transaction]:
+                    for topic, value in ((0, due), (1, marker)):
+                        batch = batches.get((topic, part))
+                        if batch is None:
+                            batch = batches[(topic, part)] = producer.create_batch()
+                        if batch.append(key=key, value=value, timestamp=None) is None:
+                            futures.append(
+                                await producer.send_batch(batch, topics[topic], partition=part)
+                            )
+                            batch = batches[(topic, part)] = producer.create_batch()
+                            batch.append(key=key, value=value, timestamp=None)
+                for (topic, part), batch in batches.items():
+                    futures.append(await producer.send_batch(batch, topics[topic], partition=part))
+                await asyncio.gather(*futures)
+        return time.perf_counter() - started, time.process_time() - cpu
+    finally:
+        await producer.stop()
+
+
 def settings_for(kafka: KafkaSettings) -> Settings:
     return Settings(
         kafka=kafka,
@@ -293,10 +378,13 @@ async def load_and_ingest(
     gc.collect()
     baseline = rss_bytes()
     service = SchedulerService(settings_for(kafka))
+    gc_time = GcTime()
     started = time.perf_counter()
     cpu = time.process_time()
+    gc_time.counting = True
     await service.start()
     await until(lambda: service.readiness()[0])
+    gc_time.counting = False
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu
     pending = sum(w.planner.timers.pending for w in service.workers.values())
@@ -305,7 +393,8 @@ async def load_and_ingest(
     held = rss_bytes() - baseline
     print(
         f"load: {pending:,} pending reminders loaded in {elapsed:,.1f} s from start() to ready "
-        f"(target <= 30 s; slowest partition {slowest:,.1f} s; {cpu:,.1f} s of CPU); "
+        f"(target <= 30 s; slowest partition {slowest:,.1f} s; {cpu:,.1f} s of CPU, "
+        f"{gc_time.seconds:,.1f} s of it in the garbage collector); "
         f"{held / 2**20:,.0f} MiB resident above the baseline ({held / pending:,.0f} B each, "
         "with the clients' buffers)"
     )
@@ -481,6 +570,7 @@ async def firing(kafka: KafkaSettings, burst: int, rate: int, seconds: int) -> N
             print(f"burst: all {len(seen):,} emitted within {last:.2f} s of their due time")
             p99 = report("burst", seen, burst)
             floor, floor_cpu = await raw_emit(kafka, burst)
+            batched = {n: await raw_emit_batched(kafka, burst, n) for n in (1000, 10_000)}
             print(
                 f"burst: {burst:,} due in the same second, all out within {last:.2f} s "
                 f"(p99 lateness {p99:.2f} s, target < 2 s; scheduler CPU {cpu:.2f} s, "
@@ -488,6 +578,13 @@ async def firing(kafka: KafkaSettings, burst: int, rate: int, seconds: int) -> N
                 f"write of the same {2 * burst:,} records {floor:.2f} s ({floor_cpu:.2f} s CPU), "
                 f"ratio {last / floor:.2f}x wall, {cpu / floor_cpu:.2f}x CPU"
             )
+            for per, (wall, wall_cpu) in batched.items():
+                print(
+                    f"burst floor, batch API: raw aiokafka create_batch/send_batch of the same "
+                    f"{2 * burst:,} records, {per:,} reminders per transaction, {wall:.2f} s "
+                    f"({wall_cpu:.2f} s CPU); the scheduler's {last:.2f} s is "
+                    f"{last / wall:.2f}x that"
+                )
 
             steady_due = (datetime.now(UTC) + timedelta(seconds=45)).replace(microsecond=0)
             records = steady_records(rate, seconds, steady_due + timedelta(hours=24), booked)

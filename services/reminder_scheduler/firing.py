@@ -77,6 +77,9 @@ WorkerState = Literal["loading", "loaded", "fenced", "stopped"]
 CRASH_EXIT_CODE = 137
 _FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 _RETRY_SECONDS = 2.0
+# Output(...) without the keyword-argument layer: two per reminder in a burst
+_new_output = tuple.__new__
+_NO_HEADERS: list[tuple[str, bytes]] = []  # never mutated (Output's default)
 # reminders_scheduler_timers_total{event}, looked up once per event
 _TIMER_COUNTERS: dict[str, Counter] = {}
 
@@ -91,6 +94,8 @@ class SchedulerContext:
     partitions: int
     consumer: AIOKafkaConsumer  # the group consumer of appointments.v1
     policy_of: Callable[[str], Policy]
+    # called when a partition has loaded (the service freezes the loaded heap)
+    on_loaded: Callable[[], None] = lambda: None
 
     _partition_of: dict[str, int] = field(default_factory=dict)
 
@@ -250,6 +255,7 @@ class PartitionWorker:
         metrics.PARTITION_LOAD_SECONDS.labels(partition=str(self.partition)).set(self.load_seconds)
         self._next_retention_scan = 0.0
         self._set_state("loaded")
+        self.ctx.on_loaded()
         log.info(
             "partition loaded",
             extra={
@@ -498,11 +504,12 @@ class PartitionWorker:
         fired_us = to_us(now)
         outputs: list[Output] = []
         add = outputs.append
+        values = self._values
         for fire in fires:
-            due, marker = self._values(fire, fired_us)
+            due, marker = values(fire, fired_us)
             key = fire.timer.key
-            add(Output(due_topic, partition, key, due))
-            add(Output(fired_topic, partition, key, marker))
+            add(_new_output(Output, (due_topic, partition, key, due, _NO_HEADERS)))
+            add(_new_output(Output, (fired_topic, partition, key, marker, _NO_HEADERS)))
         outputs += [Output(topics.reminders_fired, partition, key, None) for key in tombstones]
         async with self._lock:
             if self._stopping:

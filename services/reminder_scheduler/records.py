@@ -343,19 +343,21 @@ def fired_values_us(
     passed the identifier pattern on the way in (letters, digits, ``._:-``), so none
     needs escaping; the reason is one of two literals.
     """
-    start_text = _text_us(start_us)
-    due_text = _text_us(due_us)
-    fired_text = _text_us(fired_us)
-    reminder_id = f"{practice_id}/{appointment_id}/{start_text[:19]}Z"  # utc_text(start)
-    ids = f'"practice_id":"{practice_id}","appointment_id":"{appointment_id}"'
+    texts = _TEXTS
+    start_text = texts.get(start_us) or _text_us(start_us)
+    due_text = texts.get(due_us) or _text_us(due_us)
+    fired_text = texts.get(fired_us) or _text_us(fired_us)
+    end_text = texts.get(end_us) or _text_us(end_us)
+    # reminder_id is utc_text(start); the two records share their head and times
+    head = (
+        f'{{"reminder_id":"{practice_id}/{appointment_id}/{start_text[:19]}Z",'
+        f'"practice_id":"{practice_id}","appointment_id":"{appointment_id}"'
+    )
+    times = f'"due_at":"{due_text}","fired_at":"{fired_text}"'
     why = "null" if reason is None else f'"{reason}"'
     due = (
-        f'{{"reminder_id":"{reminder_id}",{ids},"patient_id":"{patient_id}",'
-        f'"start":"{start_text}","sequence":{sequence:d},"due_at":"{due_text}",'
-        f'"fired_at":"{fired_text}","reason":{why}}}'
+        f'{head},"patient_id":"{patient_id}","start":"{start_text}","sequence":{sequence:d},'
+        f'{times},"reason":{why}}}'
     )
-    marker = (
-        f'{{"reminder_id":"{reminder_id}",{ids},"start":"{start_text}",'
-        f'"end":"{_text_us(end_us)}","due_at":"{due_text}","fired_at":"{fired_text}"}}'
-    )
+    marker = f'{head},"start":"{start_text}","end":"{end_text}",{times}}}'
     return due.encode(), marker.encode()

@@ -18,6 +18,7 @@ keeps a later owner from parking them again.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from datetime import datetime
 from typing import Final
@@ -46,6 +47,25 @@ log = logging.getLogger(__name__)
 # The service's name: its default group id, its transactional ids and its labels.
 NAME: Final = "reminder-scheduler"
 _RETRY_SECONDS = 1.0
+
+
+# A reload and a firing burst allocate millions of short-lived tracked objects (fetched
+# records, timers, outgoing records) that live for one batch of thousands: collected
+# every 700 allocations (the default) they were scanned again and again.
+_YOUNG_COLLECTION_EVERY = 50_000
+
+
+def _freeze_heap() -> None:
+    """Move what lives now into the collector's permanent generation: a full collection
+    then scans only what was allocated since (a reload and a firing burst allocate
+    millions of short-lived objects; each full collection scanned the whole heap).
+    What an earlier freeze kept is looked at again first: a revoked partition's
+    structures, cyclic through their tasks, are collected rather than kept for good."""
+    gc.unfreeze()
+    gc.collect()  # nothing unreachable goes into the frozen generation
+    gc.freeze()
+    young, older, oldest = gc.get_threshold()
+    gc.set_threshold(max(young, _YOUNG_COLLECTION_EVERY), older, oldest)
 
 
 class SchedulerService:
@@ -89,6 +109,7 @@ class SchedulerService:
         await self._configs.start()
         await self._configs.wait_loaded()
         self._configs_loaded = True
+        _freeze_heap()  # the modules, clients and configs: not scanned again by the load
         self._consumer = make_consumer(
             kafka,
             group_id=self.group_id,
@@ -105,6 +126,7 @@ class SchedulerService:
             partitions=self._partitions,
             consumer=self._consumer,
             policy_of=self.policy_of,
+            on_loaded=self._partition_loaded,
         )
         self._member = GroupMember(
             self._consumer, [topics.appointments], self, name=NAME, retry_seconds=_RETRY_SECONDS
@@ -158,6 +180,14 @@ class SchedulerService:
             }
         )
 
+    def _partition_loaded(self) -> None:
+        """Once every owned partition is loaded, what the load built (timers, caches,
+        the clients) lives until the next reload: frozen out of the collector's way, the
+        full collections of a firing burst scan only what the burst itself allocates
+        (they took about a fifth of a burst's CPU, 0.1 s each, scanning the whole heap)."""
+        if not any(worker.loading for worker in self.workers.values()):
+            _freeze_heap()
+
     # ------------------------------------------------------------------ policies
     def policy_of(self, practice_id: str) -> Policy:
         return self._policies.get(practice_id, DEFAULT_POLICY)
@@ -198,6 +228,8 @@ class SchedulerService:
     async def revoked(self, partitions: set[int]) -> None:
         workers = [self.workers.pop(p) for p in sorted(partitions) if p in self.workers]
         await asyncio.gather(*(w.stop() for w in workers))
+        if workers:
+            gc.unfreeze()  # their structures may sit in the frozen generation: collectable
         if workers:
             log.info("partitions revoked", extra={"partitions": [w.partition for w in workers]})
 
