@@ -504,8 +504,12 @@ async def observe(
     return seen
 
 
-def report(name: str, seen: list[tuple[float, datetime, datetime]], expected: int) -> float:
-    """Prints the lateness figures; returns the p99 of fired_at - due_at."""
+def report(
+    name: str, seen: list[tuple[float, datetime, datetime]], expected: int
+) -> tuple[float, float]:
+    """Prints the lateness figures; returns the p99 of fired_at - due_at and the p99 of
+    when a read_committed consumer saw the records (fired_at is taken as a batch is
+    picked, before its transaction commits: the second is what a notifier sees)."""
     fired = [(f - d).total_seconds() for _, d, f in seen]
     visible = [at - d.timestamp() for at, d, _ in seen]
     print(
@@ -515,7 +519,7 @@ def report(name: str, seen: list[tuple[float, datetime, datetime]], expected: in
         f"{percentile(visible, 0.5):.3f} s, p99 {percentile(visible, 0.99):.3f} s, "
         f"max {max(visible):.3f} s after due"
     )
-    return percentile(fired, 0.99)
+    return percentile(fired, 0.99), percentile(visible, 0.99)
 
 
 def burst_records(count: int, start: datetime, booked: datetime) -> list[tuple[str, bytes]]:
@@ -568,12 +572,13 @@ async def firing(kafka: KafkaSettings, burst: int, rate: int, seconds: int) -> N
             cpu = cpu_seconds(pid) - cpu_before
             last = max(at for at, _, _ in seen) - burst_due.timestamp()
             print(f"burst: all {len(seen):,} emitted within {last:.2f} s of their due time")
-            p99 = report("burst", seen, burst)
+            p99, p99_seen = report("burst", seen, burst)
             floor, floor_cpu = await raw_emit(kafka, burst)
             batched = {n: await raw_emit_batched(kafka, burst, n) for n in (1000, 10_000)}
             print(
                 f"burst: {burst:,} due in the same second, all out within {last:.2f} s "
-                f"(p99 lateness {p99:.2f} s, target < 2 s; scheduler CPU {cpu:.2f} s, "
+                f"(p99 lateness {p99:.2f} s by fired_at, {p99_seen:.2f} s as a read_committed "
+                f"consumer sees them, target < 2 s; scheduler CPU {cpu:.2f} s, "
                 f"{cpu / burst * 1e6:.1f} us per reminder), floor raw aiokafka transactional "
                 f"write of the same {2 * burst:,} records {floor:.2f} s ({floor_cpu:.2f} s CPU), "
                 f"ratio {last / floor:.2f}x wall, {cpu / floor_cpu:.2f}x CPU"
