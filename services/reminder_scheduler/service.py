@@ -230,7 +230,6 @@ class SchedulerService:
         await asyncio.gather(*(w.stop() for w in workers))
         if workers:
             gc.unfreeze()  # their structures may sit in the frozen generation: collectable
-        if workers:
             log.info("partitions revoked", extra={"partitions": [w.partition for w in workers]})
 
     async def handle(self, batches: Batches) -> None:
