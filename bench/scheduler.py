@@ -234,6 +234,28 @@ async def raw_read(kafka: KafkaSettings) -> tuple[float, float]:
         await consumer.stop()
 
 
+def _burst_values(count: int) -> list[tuple[bytes, bytes]]:
+    """The scheduler's own ReminderDue and FiredMarker bytes for ``count`` reminders due
+    now (what the floors write)."""
+    from services.reminder_scheduler.records import fired_values
+
+    now = datetime.now(UTC)
+    return [
+        fired_values(
+            practice_id=practice(n),
+            appointment_id=f"burst-{n}",
+            patient_id=f"pt-{n:016x}",
+            start=now + timedelta(days=1),
+            end=now + timedelta(days=1, minutes=10),
+            sequence=1,
+            due_at=now,
+            fired_at=now,
+            reason=None,
+        )
+        for n in range(count)
+    ]
+
+
 async def raw_emit(kafka: KafkaSettings, count: int) -> tuple[float, float]:
     """The floor under a burst: (wall-clock, CPU) seconds for raw aiokafka to write
     ``count`` ReminderDue and ``count`` FiredMarker values (the scheduler's own bytes) in
@@ -241,7 +263,6 @@ async def raw_emit(kafka: KafkaSettings, count: int) -> tuple[float, float]:
     from aiokafka.admin import NewTopic
 
     from services.common.kafka import admin_client
-    from services.reminder_scheduler.records import fired_values
 
     target = f"{kafka.topic_prefix}bench.raw-emit.{uuid.uuid4().hex[:6]}"
     admin = admin_client(kafka)
@@ -250,22 +271,7 @@ async def raw_emit(kafka: KafkaSettings, count: int) -> tuple[float, float]:
         await admin.create_topics([NewTopic(target, kafka.partitions, 1)])
     finally:
         await admin.close()
-    now = datetime.now(UTC)
-    values = []
-    for n in range(count):
-        values.append(
-            fired_values(
-                practice_id=practice(n),
-                appointment_id=f"burst-{n}",
-                patient_id=f"pt-{n:016x}",
-                start=now + timedelta(days=1),
-                end=now + timedelta(days=1, minutes=10),
-                sequence=1,
-                due_at=now,
-                fired_at=now,
-                reason=None,
-            )
-        )
+    values = _burst_values(count)
     producer = make_producer(kafka, transactional_id=f"{target}-tx", linger_ms=5)
     await producer.start()
     try:
@@ -294,7 +300,6 @@ async def raw_emit_batched(
     from aiokafka.admin import NewTopic
 
     from services.common.kafka import admin_client
-    from services.reminder_scheduler.records import fired_values
 
     topics = [f"{kafka.topic_prefix}bench.raw-batch-{t}.{uuid.uuid4().hex[:6]}" for t in "df"]
     admin = admin_client(kafka)
@@ -303,20 +308,8 @@ async def raw_emit_batched(
         await admin.create_topics([NewTopic(t, kafka.partitions, 1) for t in topics])
     finally:
         await admin.close()
-    now = datetime.now(UTC)
     records = []
-    for n in range(count):
-        due, marker = fired_values(
-            practice_id=practice(n),
-            appointment_id=f"burst-{n}",
-            patient_id=f"pt-{n:016x}",
-            start=now + timedelta(days=1),
-            end=now + timedelta(days=1, minutes=10),
-            sequence=1,
-            due_at=now,
-            fired_at=now,
-            reason=None,
-        )
+    for n, (due, marker) in enumerate(_burst_values(count)):
         key = f"{practice(n)}/burst-{n}".encode()
         records.append((partition_for(practice(n), kafka.partitions), key, due, marker))
     producer = make_producer(kafka, transactional_id=f"{topics[0]}-tx", linger_ms=5)

@@ -215,8 +215,11 @@ class KafkaPublisher:
             )
         except Exception as exc:
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
-        # The confirmation (acks=all) within the timeout: a timer on the loop fails the
-        # future if it is still pending, cheaper than asyncio.timeout per request.
+        return await self._confirmed(sent)
+
+    async def _confirmed(self, sent: asyncio.Future[RecordMetadata]) -> Placement:
+        """The confirmation (acks=all) within the timeout: a timer on the loop fails the
+        future if it is still pending, cheaper than asyncio.timeout per request."""
         timer = asyncio.get_running_loop().call_later(self._timeout, _expire, sent)
         try:
             metadata = await sent
@@ -249,14 +252,7 @@ class KafkaPublisher:
             )
         except Exception as exc:
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
-        timer = asyncio.get_running_loop().call_later(self._timeout, _expire, sent)
-        try:
-            metadata = await sent
-        except Exception as exc:
-            raise PublishFailed(str(exc) or type(exc).__name__) from exc
-        finally:
-            timer.cancel()
-        return Placement(partition=metadata.partition, offset=metadata.offset)
+        return await self._confirmed(sent)
 
 
 def _own_producer(broker: KafkaBroker) -> AIOKafkaProducer | None:
