@@ -138,7 +138,6 @@ class KafkaPublisher:
         self._task: asyncio.Task[None] | None = None
         # The AIOKafkaProducer FastStream's broker made and owns, once connected.
         self._producer: AIOKafkaProducer | None = None
-        self._keys: dict[str, bytes] = {}
 
     @property
     def connected(self) -> bool:
@@ -236,11 +235,7 @@ class KafkaPublisher:
         ``publish`` would hand it over (the same value, key, partition and headers) without
         building a publish command, a codec pass and a header dict per record: the broker
         has no publish middlewares, the value is bytes already."""
-        key = self._keys.get(record.practice_id)
-        if key is None:
-            if len(self._keys) >= 65536:
-                self._keys.clear()
-            key = self._keys[record.practice_id] = record.practice_id.encode("utf-8")
+        key = record.practice_id.encode("utf-8")
         correlation_id = record.correlation_id or self.broker.config.id_generator()
         headers = [
             _FHIR_TYPE if record.fhir else _NATIVE_TYPE,

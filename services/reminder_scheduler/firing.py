@@ -77,9 +77,6 @@ WorkerState = Literal["loading", "loaded", "fenced", "stopped"]
 CRASH_EXIT_CODE = 137
 _FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 _RETRY_SECONDS = 2.0
-# Output(...) without the keyword-argument layer: two per reminder in a burst
-_new_output = tuple.__new__
-_NO_HEADERS: list[tuple[str, bytes]] = []  # never mutated (Output's default)
 # reminders_scheduler_timers_total{event}, looked up once per event
 _TIMER_COUNTERS: dict[str, Counter] = {}
 
@@ -508,8 +505,8 @@ class PartitionWorker:
         for fire in fires:
             due, marker = values(fire, fired_us)
             key = fire.timer.key
-            add(_new_output(Output, (due_topic, partition, key, due, _NO_HEADERS)))
-            add(_new_output(Output, (fired_topic, partition, key, marker, _NO_HEADERS)))
+            add(Output(due_topic, partition, key, due))
+            add(Output(fired_topic, partition, key, marker))
         outputs += [Output(topics.reminders_fired, partition, key, None) for key in tombstones]
         async with self._lock:
             if self._stopping:

@@ -343,11 +343,10 @@ def fired_values_us(
     passed the identifier pattern on the way in (letters, digits, ``._:-``), so none
     needs escaping; the reason is one of two literals.
     """
-    texts = _TEXTS
-    start_text = texts.get(start_us) or _text_us(start_us)
-    due_text = texts.get(due_us) or _text_us(due_us)
-    fired_text = texts.get(fired_us) or _text_us(fired_us)
-    end_text = texts.get(end_us) or _text_us(end_us)
+    start_text = _text_us(start_us)
+    due_text = _text_us(due_us)
+    fired_text = _text_us(fired_us)
+    end_text = _text_us(end_us)
     # reminder_id is utc_text(start); the two records share their head and times
     head = (
         f'{{"reminder_id":"{practice_id}/{appointment_id}/{start_text[:19]}Z",'
