@@ -241,9 +241,57 @@ def _zoned_line(name: str, moment: datetime, zone: str) -> bytes:
     return _property_line(name, moment)
 
 
+# Winter and summer, microseconds that must not show: the two probes of _time_shape.
+_PROBES = ((2027, 1, 28, 1, 2, 3, 456789), (2027, 7, 28, 1, 2, 3, 456789))
+
+
+def _digits(moment: datetime) -> bytes:
+    return b"%04d%02d%02dT%02d%02d%02d" % (
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+    )
+
+
+@lru_cache(maxsize=256)
+def _time_shape(name: str, zone: tzinfo) -> tuple[bytes, bytes] | None:
+    """What icalendar writes around the digits of a time in ``zone``: (``DTSTART;TZID=
+    Europe/Amsterdam:``, CRLF) or, in UTC, (``DTSTAMP:``, ``Z`` CRLF). Found once per
+    property and zone by writing two probe times (winter, summer) with icalendar; None
+    when a line is not prefix + the time's own digits + suffix, unfolded (the slow
+    path). A ``Z`` line is taken only for ``datetime.UTC`` itself: for any other zone a
+    ``Z`` means icalendar converted the time, and the digits would not be its own."""
+    shapes = set()
+    for probe in _PROBES:
+        moment = datetime(*probe, tzinfo=zone)
+        whole = _property_line(name, moment)
+        digits = _digits(moment)
+        for suffix in (b"\r\n", b"Z\r\n"):
+            if whole.endswith(digits + suffix) and len(whole) <= 75:
+                prefix = whole[: -len(digits + suffix)]
+                if b"\r\n" not in prefix and (suffix == b"\r\n" or zone is UTC):
+                    shapes.add((prefix, suffix))
+                break
+        else:
+            return None
+    if len(shapes) != 1:
+        return None
+    return shapes.pop()
+
+
 def _time_line(name: str, moment: datetime) -> bytes:
-    # Equal datetimes in other zones compare equal: the zone is part of the key.
-    return _zoned_line(name, moment, str(moment.tzinfo))
+    """A DTSTART/DTEND/DTSTAMP line as icalendar writes it: the zone's shape found once
+    (``_time_shape``), the digits written here; a zone whose lines are of another form
+    goes through icalendar, cached per time and zone."""
+    zone = moment.tzinfo
+    shape = _time_shape(name, zone) if zone is not None and moment.year >= 1000 else None
+    if shape is None:
+        # Equal datetimes in other zones compare equal: the zone is part of the key.
+        return _zoned_line(name, moment, str(moment.tzinfo))
+    return shape[0] + _digits(moment) + shape[1]
 
 
 @lru_cache(maxsize=1024)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from icalendar import Calendar, Event, Timezone
 
-from services.notifier.calendar import appointment_calendar, calendar_uid, vtimezone
+from services.notifier.calendar import (
+    _property_line,
+    _time_line,
+    appointment_calendar,
+    calendar_uid,
+    vtimezone,
+)
 from services.notifier.samples import sample_appointment, sample_config
 
 AMS = ZoneInfo("Europe/Amsterdam")
@@ -152,3 +160,32 @@ def test_written_in_pieces_it_is_one_calendar_as_icalendar_writes_it(start: date
     assert [c.name for c in calendar.subcomponents][-1] == "VEVENT"
     years = {start.year, (start + timedelta(minutes=10)).year}
     assert len(calendar.walk("VTIMEZONE")) == len(years)
+
+
+_ZONES: list[tzinfo] = [
+    UTC,
+    ZoneInfo("UTC"),
+    AMS,
+    *(ZoneInfo(name) for name in sorted(available_timezones())),
+]
+_FIXED = st.builds(
+    lambda minutes: timezone(timedelta(minutes=minutes)), st.integers(-23 * 60, 23 * 60)
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    name=st.sampled_from(["dtstart", "dtend", "dtstamp"]),
+    zone=st.one_of(st.sampled_from(_ZONES), _FIXED),
+    moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    to_utc=st.booleans(),
+)
+def test_time_lines_are_the_lines_icalendar_writes(
+    name: str, zone: tzinfo, moment: datetime, to_utc: bool
+) -> None:
+    """DTSTART/DTEND/DTSTAMP written without icalendar are byte for byte its lines, in any
+    zone (UTC, IANA, fixed offsets) and year, microseconds and all."""
+    local = moment.replace(tzinfo=zone)
+    if to_utc:  # as appointment_calendar writes DTSTAMP
+        local = local.astimezone(UTC)
+    assert _time_line(name, local) == _property_line(name, local)
