@@ -39,6 +39,7 @@ from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 from html.parser import HTMLParser
 from importlib import resources
+from itertools import chain
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
@@ -156,8 +157,20 @@ class _PracticeView:
 # --------------------------------------------------------------------------- environments
 
 
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, answering its attribute check for ``practice.name`` and
+    ``practice.phone`` at once: plain strings of a frozen dataclass, which its checks
+    (no underscore, not internal, not a mutating method) pass every time
+    (tests/unit/test_render_safety.py asks the base class for each field)."""
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if type(obj) is _PracticeView and attr in _PRACTICE_FIELDS:
+            return True
+        return super().is_safe_attribute(obj, attr, value)
+
+
 def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Sandbox(
         undefined=StrictUndefined,
         autoescape=autoescape,
         trim_blocks=True,
@@ -610,35 +623,52 @@ def _sanitize_simple(fragment: str) -> str | None:
     (``<p>``, ``</strong>``, ``<br>``: no attributes, comments or other tags), without
     the Python HTML parser; None for anything else. The same steps: the text between
     tags unescaped and escaped again, the tags balanced (tests/unit/test_render_safety.py
-    checks it against the parser)."""
-    tags = list(_SIMPLE_TAG.finditer(fragment))
-    if fragment.count("<") != len(tags):
+    checks it against the parser). What the tags become depends on the tags alone, not
+    on the text between them: planned once per sequence of tags (``_tag_plan``; the
+    renders of one template share one or a few), the texts filled in here."""
+    parts = _SIMPLE_TAG.split(fragment)  # text, slash, name, text, slash, name, ..., text
+    if fragment.count("<") * 3 != len(parts) - 1:
         return None
-    out: list[str] = []
+    plan = _tag_plan(tuple(parts[1::3]), tuple(parts[2::3]))
+    if plan is None:
+        return None
+    tags, tail = plan
+    texts = parts[0::3]
+    return (
+        "".join(chain.from_iterable(zip(map(_text, texts), tags, strict=False)))
+        + _text(texts[-1])
+        + tail
+    )
+
+
+@lru_cache(maxsize=1024)
+def _tag_plan(
+    slashes: tuple[str, ...], names: tuple[str, ...]
+) -> tuple[tuple[str, ...], str] | None:
+    """For a sequence of bare tags: what each becomes (itself in lower case, the closing
+    tags it balances, or nothing), and the closing tags after the last text; None when a
+    tag is not allowed."""
+    tags: list[str] = []
     opened: list[str] = []
-    at = 0
-    for tag in tags:
-        name = tag.group(2).lower()
+    for slash, raw in zip(slashes, names, strict=True):
+        name = raw.lower()
         if name not in _ALLOWED_TAGS:
             return None
-        if tag.start() > at:
-            out.append(_text(fragment[at : tag.start()]))
-        at = tag.end()
-        if not tag.group(1):
-            out.append(f"<{name}>")
+        if not slash:
+            tags.append(f"<{name}>")
             if name not in _VOID_TAGS:
                 opened.append(name)
         elif name in opened:
+            closing: list[str] = []
             while opened:
                 top = opened.pop()
-                out.append(f"</{top}>")
+                closing.append(f"</{top}>")
                 if top == name:
                     break
-    if at < len(fragment):
-        out.append(_text(fragment[at:]))
-    while opened:
-        out.append(f"</{opened.pop()}>")
-    return "".join(out)
+            tags.append("".join(closing))
+        else:
+            tags.append("")
+    return tuple(tags), "".join(f"</{name}>" for name in reversed(opened))
 
 
 def _html_document(

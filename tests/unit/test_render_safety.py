@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import fields
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -11,11 +12,15 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from schemas.models import UNSAFE_TEXT, PracticeConfig
 from services.domain.render import (
+    _HTML_ENV,
+    _PRACTICE_FIELDS,
     TemplateRejected,
     _context,
+    _PracticeView,
     _render_part,
     _sanitize_simple,
     _Sanitizer,
@@ -335,3 +340,22 @@ def _tidy_text_line_by_line(value: str) -> str:
 def test_the_text_is_tidied_as_line_by_line(value: str) -> None:
     # Unsafe characters become one space per run within a line; line feeds stay.
     assert _tidy_text(value) == _tidy_text_line_by_line(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(), st.text())
+def test_the_sandbox_answers_for_the_practice_fields_as_the_base_class_does(
+    name: str, phone: str
+) -> None:
+    """The shortcut for ``practice.name`` and ``practice.phone`` gives the immutable
+    sandbox's own answer; every other attribute of the view is still asked of it."""
+    view = _PracticeView(name=name, phone=phone)
+    base = ImmutableSandboxedEnvironment()
+    assert set(_PRACTICE_FIELDS) == {f.name for f in fields(_PracticeView)}
+    for attr in (*_PRACTICE_FIELDS, "__class__", "__dict__", "_x", "__reduce__", "__init__"):
+        value = getattr(view, attr, None)
+        assert _HTML_ENV.is_safe_attribute(view, attr, value) == base.is_safe_attribute(
+            view, attr, value
+        )
+    for attr in _PRACTICE_FIELDS:
+        assert base.is_safe_attribute(view, attr, getattr(view, attr))
