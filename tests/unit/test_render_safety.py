@@ -20,6 +20,7 @@ from services.domain.render import (
     _PRACTICE_FIELDS,
     TemplateRejected,
     _context,
+    _one_line,
     _PracticeView,
     _render_part,
     _sanitize_simple,
@@ -359,3 +360,20 @@ def test_the_sandbox_answers_for_the_practice_fields_as_the_base_class_does(
         )
     for attr in _PRACTICE_FIELDS:
         assert base.is_safe_attribute(view, attr, getattr(view, attr))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["\n", "\r", " ", "  ", "\t", "\x00", "\x0b", "\x85", "\u2028"]),
+            st.characters(),
+        ),
+        max_size=40,
+    ).map("".join)
+)
+def test_one_line_texts_are_what_the_two_substitutions_give(value: str) -> None:
+    """Subject and push texts: the same as both substitutions applied unconditionally."""
+    unsafe = re.compile(UNSAFE_TEXT.pattern + "+")
+    expected = re.sub(r"[ \t]+", " ", unsafe.sub(" ", value)).strip()
+    assert _one_line(value) == expected
