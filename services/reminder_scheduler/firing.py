@@ -228,7 +228,11 @@ class PartitionWorker:
             ctx.settings.scheduler.group_id,
             self.partition,
             linger_ms=5,
-            max_batch_size=256 * 1024,
+            # aiokafka keeps one produce request in flight per producer, and a batch of
+            # a partition waits until the one before it left: a burst's transaction of
+            # thousands of records takes a round trip per batch. Half the broker's default
+            # message.max.bytes (1 MiB).
+            max_batch_size=512 * 1024,
         )
         await producer.open()  # fences the partition's earlier owner
         self._producer = producer
