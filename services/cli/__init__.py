@@ -17,7 +17,8 @@ from services.common.settings import SettingsInvalid
 __all__ = ["CliError", "main", "run_async"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``command`` only that command's module loaded."""
     parser = argparse.ArgumentParser(
         prog="reminders",
         description=(
@@ -27,14 +28,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for register in _commands.REGISTRY:
-        register(sub)
+    _commands.add_commands(sub, command)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str:
+    """The command ``argv`` names ("" for none: the top level's help, or an error)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(given))
+    args = parser.parse_args(given)
     # Commands speak for themselves in one line; client libraries stay quiet unless asked.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
