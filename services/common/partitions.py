@@ -58,6 +58,7 @@ __all__ = [
     "FENCED",
     "Batches",
     "GroupMember",
+    "KeyValue",
     "Output",
     "PartitionBroken",
     "PartitionFenced",
@@ -101,6 +102,7 @@ class PartitionBroken(Exception):
 
 
 _NO_HEADERS: list[tuple[str, bytes]] = []
+KeyValue = tuple[bytes | None, bytes | None]  # a record of TransactionalPartition.commit(grouped=)
 
 
 class Output(NamedTuple):
@@ -184,11 +186,15 @@ class TransactionalPartition:
         offsets: Mapping[TopicPartition, int] | None = None,
         dead_letters: Sequence[DeadLetter] = (),
         *,
+        grouped: Mapping[tuple[str, int], Sequence[KeyValue]] | None = None,
         before_commit: Callable[[], None] | None = None,
     ) -> None:
         """Write ``outputs`` and ``dead_letters`` and commit ``offsets`` for the service's
         consumer group, in one transaction, with the policy of the module docstring.
-        ``before_commit`` runs after everything is written, just before the commit."""
+        ``grouped`` are more records without headers, as ``(key, value)`` per topic and
+        partition, written after ``outputs`` (a burst's thousands of records, without an
+        :class:`Output` each). ``before_commit`` runs after everything is written, just
+        before the commit."""
         if not self._opened:
             raise RuntimeError(f"partition {self.partition} is not open")
         records = [*outputs, *(Output.dead_letter(letter) for letter in dead_letters)]
@@ -197,7 +203,7 @@ class TransactionalPartition:
         while True:
             try:
                 await producer.begin_transaction()
-                futures = await self._send(records)
+                futures = await self._send(records, grouped or {})
                 if offsets:
                     await producer.send_offsets_to_transaction(dict(offsets), self.consumer_group)
                 if futures:
@@ -257,11 +263,13 @@ class TransactionalPartition:
             )
             raise PartitionBroken(self.partition, error) from abort_failed
 
-    async def _send(self, records: Sequence[Output]) -> list[asyncio.Future[Any]]:
+    async def _send(
+        self, records: Sequence[Output], grouped: Mapping[tuple[str, int], Sequence[KeyValue]]
+    ) -> list[asyncio.Future[Any]]:
         """Send packed into record batches, one open batch per topic and partition (much
         cheaper than a ``send`` per record at 10,000 records/s). Records keep their order
-        within each topic-partition, the only order Kafka has; the scheduler's
-        due/fired pairs alternate between two topics and still fill two batches."""
+        within each topic-partition, the only order Kafka has (``grouped`` after
+        ``records``)."""
         producer = self._producer
         futures: list[asyncio.Future[Any]] = []
         open_batches: dict[tuple[str, int], Any] = {}
@@ -279,6 +287,20 @@ class TransactionalPartition:
                 batch.append(
                     key=record.key, value=record.value, timestamp=None, headers=record.headers
                 )
+        for (topic, partition), pairs in grouped.items():
+            if not pairs:
+                continue
+            batch = open_batches.pop((topic, partition), None)
+            if batch is None:
+                batch = producer.create_batch()
+            append, none = batch.append, _NO_HEADERS
+            for key, value in pairs:
+                if append(key=key, value=value, timestamp=None, headers=none) is None:  # full
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    append = batch.append
+                    append(key=key, value=value, timestamp=None, headers=none)
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         for (topic, partition), batch in open_batches.items():
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures

@@ -94,6 +94,7 @@ class Planner:
         self._now_us = 0
         self._fire_now: datetime | None = None
         self._fire_now_us = 0
+        self._fire_policies: dict[bytes, tuple[Policy, int]] = {}
         self._missed_after_us = missed_after // _US
 
     def _due(self, start_us: int, booked_s: int, policy: Policy) -> tuple[int, Reason | None]:
@@ -197,12 +198,20 @@ class Planner:
         """
         if now is not self._fire_now:  # one conversion per batch of timers
             self._fire_now, self._fire_now_us = now, to_us(now)
+            self._fire_policies.clear()  # a policy may have changed since the last batch
         now_us = self._fire_now_us
-        policy = self._policy_of(timer.key[: timer.key.index(b"/")].decode())
+        key = timer.key
+        practice = key[: key.index(b"/")]
+        # the policy and its lead in µs, once per practice and batch
+        known = self._fire_policies.get(practice)
+        if known is None:
+            policy = self._policy_of(practice.decode())
+            known = self._fire_policies[practice] = (policy, policy.min_lead // _US)
+        policy, min_lead_us = known
         missed = now_us - timer.due_ms * 1000 > self._missed_after_us
         if timer.reason is not None:
             return _new_fire(Fire, (timer, timer.reason, missed))
-        if now_us > timer.start_us - policy.min_lead // _US:
+        if now_us > timer.start_us - min_lead_us:
             return _new_fire(Fire, (timer, "too_late", missed))
         if not missed:
             return _new_fire(Fire, (timer, None, False))
@@ -227,4 +236,4 @@ class Planner:
     def fired(self, fire: Fire) -> None:
         """The marker of this firing is committed."""
         timer = fire.timer
-        self.timers.set_marker(timer.key, timer.start_s, timer.end_s)
+        self.timers.set_marker(timer.key, timer.start_us // 1_000_000, timer.end_s)

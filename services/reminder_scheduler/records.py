@@ -29,6 +29,7 @@ __all__ = [
     "AppointmentState",
     "MarkerState",
     "fired_values",
+    "fired_values_of",
     "fired_values_us",
     "from_ms",
     "from_us",
@@ -337,26 +338,68 @@ def fired_values_us(
     fired_us: int,
     reason: str | None,
 ) -> tuple[bytes, bytes]:
-    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes; times in µs since the epoch.
+    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes; times in µs since the epoch."""
+    return fired_values_of(
+        f"{practice_id}/{appointment_id}".encode(),
+        patient_id.encode(),
+        start_us,
+        end_us,
+        sequence,
+        due_us,
+        fired_us,
+        reason,
+    )
+
+
+class _Templates(NamedTuple):
+    due: bytes  # %-template: key, practice_id, appointment_id, patient_id, sequence
+    marker: bytes  # %-template: key, practice_id, appointment_id
+
+
+# A burst fires thousands of reminders with the same start, end, due and fired times:
+# the bytes around the ids are written once per such combination.
+_TEMPLATES: dict[tuple[int, int, int, int, str | None], _Templates] = {}
+_TEMPLATES_SIZE = 10_000
+
+
+def _templates(
+    start_us: int, end_us: int, due_us: int, fired_us: int, reason: str | None
+) -> _Templates:
+    start_text = _text_us(start_us)
+    # reminder_id is utc_text(start); the two records share their head and times
+    head = f'{{"reminder_id":"%b/{start_text[:19]}Z","practice_id":"%b","appointment_id":"%b"'
+    times = f'"due_at":"{_text_us(due_us)}","fired_at":"{_text_us(fired_us)}"'
+    why = "null" if reason is None else f'"{reason}"'
+    due = f'{head},"patient_id":"%b","start":"{start_text}","sequence":%d,{times},"reason":{why}}}'
+    marker = f'{head},"start":"{start_text}","end":"{_text_us(end_us)}",{times}}}'
+    return _Templates(due.encode(), marker.encode())
+
+
+def fired_values_of(
+    key: bytes,
+    patient_id: bytes,
+    start_us: int,
+    end_us: int,
+    sequence: int,
+    due_us: int,
+    fired_us: int,
+    reason: str | None,
+) -> tuple[bytes, bytes]:
+    """:func:`fired_values_us` from the timer's own bytes: ``key`` is
+    ``{practice_id}/{appointment_id}``.
 
     Written with a template: a firing burst writes a hundred thousand of each. The ids
     passed the identifier pattern on the way in (letters, digits, ``._:-``), so none
-    needs escaping; the reason is one of two literals.
+    needs escaping; the reason is one of two literals; the times are ISO texts (no ``%``).
     """
-    start_text = _text_us(start_us)
-    due_text = _text_us(due_us)
-    fired_text = _text_us(fired_us)
-    end_text = _text_us(end_us)
-    # reminder_id is utc_text(start); the two records share their head and times
-    head = (
-        f'{{"reminder_id":"{practice_id}/{appointment_id}/{start_text[:19]}Z",'
-        f'"practice_id":"{practice_id}","appointment_id":"{appointment_id}"'
+    where = (start_us, end_us, due_us, fired_us, reason)
+    templates = _TEMPLATES.get(where)
+    if templates is None:
+        if len(_TEMPLATES) >= _TEMPLATES_SIZE:
+            _TEMPLATES.clear()
+        templates = _TEMPLATES[where] = _templates(*where)
+    practice_id, _, appointment_id = key.partition(b"/")
+    return (
+        templates.due % (key, practice_id, appointment_id, patient_id, sequence),
+        templates.marker % (key, practice_id, appointment_id),
     )
-    times = f'"due_at":"{due_text}","fired_at":"{fired_text}"'
-    why = "null" if reason is None else f'"{reason}"'
-    due = (
-        f'{head},"patient_id":"{patient_id}","start":"{start_text}","sequence":{sequence:d},'
-        f'{times},"reason":{why}}}'
-    )
-    marker = f'{head},"start":"{start_text}","end":"{end_text}",{times}}}'
-    return due.encode(), marker.encode()

@@ -29,6 +29,7 @@ Fired-marker starts are compared in whole seconds, the precision of reminder ids
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import struct
 from array import array
@@ -60,6 +61,7 @@ _U32 = 0xFFFFFFFF
 _EMPTY = 0
 _DELETED = -1
 _MIN_SLOTS = 16
+_MAX_INDEX = 2**63  # above every record index: (due_ms, _MAX_INDEX) ends due_ms
 
 
 def _u32(seconds: int) -> int:
@@ -107,7 +109,12 @@ _new_timer = tuple.__new__  # Timer(...) without the keyword-argument layer
 
 
 def _timer_of(record: bytes) -> Timer:
-    start_us, due_ms, end_s, booked_s, sequence, _, _, flags, key_len = _HEAD.unpack_from(record)
+    return _timer_from(record, _HEAD.unpack_from(record))
+
+
+def _timer_from(record: bytes, head: tuple[int, ...]) -> Timer:
+    """The timer of a record whose head is unpacked already."""
+    start_us, due_ms, end_s, booked_s, sequence, _, _, flags, key_len = head
     key_end = _HEAD_SIZE + key_len
     return _new_timer(
         Timer,
@@ -215,6 +222,9 @@ class PartitionTimers:
         self._bucket_heap: list[int] = []
         self._ready: list[tuple[int, int]] = []
         self._drained = -(2**62)  # buckets up to this one have moved into _ready
+        # record index by key of the timers the last pop_due handed out: their markers
+        # follow in a moment (set_marker), found without probing the table
+        self._popped: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ hash table
     def __len__(self) -> int:
@@ -311,13 +321,23 @@ class PartitionTimers:
 
     def _drain(self, until_ms: int) -> None:
         bucket_ms = self._bucket_ms
+        ready = self._ready
+        records = self._records
+        moved = False
         while self._bucket_heap and self._bucket_heap[0] * bucket_ms <= until_ms:
             bucket = heapq.heappop(self._bucket_heap)
             self._drained = max(self._drained, bucket)
+            count = len(records)
             for index in self._buckets.pop(bucket):
-                due = self._due_if_pending(index)
-                if due is not None and due // bucket_ms == bucket:
-                    heapq.heappush(self._ready, (due, index))
+                record = records[index] if index < count else None
+                if record is None or not record[_FLAGS_AT] & _PENDING:
+                    continue
+                due: int = _DUE.unpack_from(record, _DUE_AT)[0]
+                if due // bucket_ms == bucket:
+                    ready.append((due, index))
+                    moved = True
+        if moved:
+            ready.sort()  # a sorted list is a heap, and pop_due takes slices of it
 
     def pop_due(self, now_ms: int, limit: int) -> list[Timer]:
         """Up to ``limit`` pending timers due at ``now_ms``, earliest first.
@@ -327,15 +347,36 @@ class PartitionTimers:
         self._drain(now_ms)
         ready = self._ready
         out: list[Timer] = []
+        popped = self._popped = {}
+        if not ready or ready[0][0] > now_ms:
+            return out
+        # Taken as slices of the sorted heap rather than one heappop each (a burst
+        # takes thousands at a time); what is left of a sorted list is still a heap.
+        ready.sort()
+        records = self._records
+        count = len(records)
+        unpack = _HEAD.unpack_from
         taken: set[int] = set()
-        while ready and ready[0][0] <= now_ms and len(out) < limit:
-            due_ms, index = heapq.heappop(ready)
-            if index in taken or self._due_if_pending(index) != due_ms:
-                continue
-            taken.add(index)
-            record = self._records[index]
-            assert record is not None
-            out.append(_timer_of(record))
+        done = 0
+        while len(out) < limit and done < len(ready):
+            end = min(
+                bisect.bisect_right(ready, (now_ms, _MAX_INDEX), done), done + limit - len(out)
+            )
+            if end <= done:
+                break
+            for due_ms, index in ready[done:end]:
+                record = records[index] if index < count else None
+                if record is None or index in taken:
+                    continue
+                head = unpack(record)
+                if head[1] != due_ms or not head[7] & _PENDING:
+                    continue  # lazily deleted: moved, fired or cancelled since
+                taken.add(index)
+                timer = _timer_from(record, head)
+                popped[timer.key] = index
+                out.append(timer)
+            done = end
+        del ready[:done]
         return out
 
     def next_due_ms(self) -> int | None:
@@ -478,9 +519,26 @@ class PartitionTimers:
         parts = self._record(index)
         return (parts.fired_s, parts.fired_end_s) if parts.has_marker else None
 
+    def _popped_index(self, key: bytes) -> int:
+        """The record index of a key the last :meth:`pop_due` handed out, if that record
+        is still the key's (-1: look it up)."""
+        index = self._popped.get(key, -1)
+        if 0 <= index < len(self._records):
+            record = self._records[index]
+            if (
+                record is not None
+                and record[_KEY_LEN_AT] == len(key)
+                and record.startswith(key, _HEAD_SIZE)
+            ):
+                return index
+        return -1
+
     def set_marker(self, key: bytes, start_s: int, end_s: int) -> bool:
         """Record a fired marker; a pending timer for that start is done (returns True)."""
-        index, slot = self._find(key)
+        index = self._popped_index(key)
+        slot = -1
+        if index < 0:
+            index, slot = self._find(key)
         fired_s = start_s if 0 <= start_s <= _U32 else _u32(start_s)
         fired_end_s = end_s if 0 <= end_s <= _U32 else _u32(end_s)
         if index < 0:

@@ -146,3 +146,22 @@ async def test_a_stopping_partition_retries_a_few_times_only() -> None:
     with pytest.raises(PartitionBroken):
         await partition.commit([Output(OUT, 3, b"a", b"1")], OFFSETS)
     assert producer.calls.count("commit") == 3
+
+
+async def test_grouped_records_commit_after_the_outputs_in_their_order() -> None:
+    producer = FakeProducer()
+    partition = await _opened(producer)
+    await partition.commit(
+        [Output(OUT, 3, b"a", b"1")],
+        grouped={
+            (OUT, 3): [(b"b", b"2"), (b"c", None)],
+            ("unit.partitions.other", 3): [(b"b", b"x")],
+            (OUT, 4): [],
+        },
+    )
+    assert _committed(producer) == [
+        (OUT, 3, b"a", b"1"),
+        (OUT, 3, b"b", b"2"),
+        (OUT, 3, b"c", None),
+        ("unit.partitions.other", 3, b"b", b"x"),
+    ]

@@ -219,3 +219,36 @@ def test_behaves_like_a_dict(operations: list[tuple[str, int, int, int]]) -> Non
         if timer is not None:
             assert (timer.start_s, timer.due_ms) == (m.start_s, m.due_ms)
         assert timers.marker(key) == m.marker
+
+
+def test_pop_due_skips_stale_entries_and_keeps_order_and_limit() -> None:
+    timers = PartitionTimers()
+    for i in range(20):
+        timers.upsert(f"p/a{i:02d}".encode(), fields(2_000_000_000, T0 + i))
+    timers.upsert(b"p/a03", fields(2_000_000_000, T0 + 10 * MINUTE_MS))  # moved later
+    timers.cancel(b"p/a05")
+    timers.upsert(b"p/a07", fields(2_000_000_000, T0 + 7))  # the same moment again
+    assert keys_of(timers.pop_due(T0 + 100, 5)) == [
+        b"p/a00",
+        b"p/a01",
+        b"p/a02",
+        b"p/a04",
+        b"p/a06",
+    ]
+    assert keys_of(timers.pop_due(T0 + 9, 100)) == [b"p/a07", b"p/a08", b"p/a09"]
+    assert len(timers.pop_due(T0 + 100, 100)) == 10  # a10..a19; a03 is not due yet
+    assert keys_of(timers.pop_due(T0 + 10 * MINUTE_MS, 100)) == [b"p/a03"]
+
+
+def test_a_marker_after_a_pop_lands_on_its_key_when_the_record_moved_meanwhile() -> None:
+    timers = PartitionTimers()
+    timers.upsert(b"p/a", fields(2_000_000_000, T0))
+    (popped,) = timers.pop_due(T0, 10)
+    # while its transaction commits, the appointment is deleted and another one planned
+    # (which may take the freed record)
+    timers.forget(b"p/a")
+    timers.upsert(b"p/b", fields(2_000_000_100, T0 + 5))
+    assert timers.set_marker(popped.key, popped.start_s, popped.end_s) is False
+    assert timers.marker(b"p/a") == (2_000_000_000, 2_000_000_600)
+    assert timers.marker(b"p/b") is None
+    assert timers.get(b"p/b") is not None and timers.pending == 1
