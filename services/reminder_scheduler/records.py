@@ -30,7 +30,6 @@ __all__ = [
     "MarkerState",
     "fired_values",
     "fired_values_of",
-    "fired_values_us",
     "from_ms",
     "from_us",
     "read_appointment",
@@ -313,40 +312,15 @@ def fired_values(
     fired_at: datetime,
     reason: str | None,
 ) -> tuple[bytes, bytes]:
-    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes (see :func:`fired_values_us`)."""
-    return fired_values_us(
-        practice_id,
-        appointment_id,
-        patient_id,
+    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes (see :func:`fired_values_of`)."""
+    return fired_values_of(
+        f"{practice_id}/{appointment_id}".encode(),
+        patient_id.encode(),
         to_us(start),
         to_us(end),
         sequence,
         to_us(due_at),
         to_us(fired_at),
-        reason,
-    )
-
-
-def fired_values_us(
-    practice_id: str,
-    appointment_id: str,
-    patient_id: str,
-    start_us: int,
-    end_us: int,
-    sequence: int,
-    due_us: int,
-    fired_us: int,
-    reason: str | None,
-) -> tuple[bytes, bytes]:
-    """The ``ReminderDue`` and its ``FiredMarker``, as JSON bytes; times in µs since the epoch."""
-    return fired_values_of(
-        f"{practice_id}/{appointment_id}".encode(),
-        patient_id.encode(),
-        start_us,
-        end_us,
-        sequence,
-        due_us,
-        fired_us,
         reason,
     )
 
@@ -385,7 +359,7 @@ def fired_values_of(
     fired_us: int,
     reason: str | None,
 ) -> tuple[bytes, bytes]:
-    """:func:`fired_values_us` from the timer's own bytes: ``key`` is
+    """:func:`fired_values` from the timer's own bytes: ``key`` is
     ``{practice_id}/{appointment_id}``.
 
     Written with a template: a firing burst writes a hundred thousand of each. The ids
