@@ -270,39 +270,33 @@ class TransactionalPartition:
         cheaper than a ``send`` per record at 10,000 records/s). Records keep their order
         within each topic-partition, the only order Kafka has (``grouped`` after
         ``records``)."""
+        places: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Any]]] = {}
+        for record in records:
+            places.setdefault((record.topic, record.partition), []).append(
+                (record.key, record.value, record.headers)
+            )
+        for place, pairs in grouped.items():
+            places.setdefault(place, []).extend((k, v, _NO_HEADERS) for k, v in pairs)
+        futures: list[asyncio.Future[Any]] = []
+        for (topic, partition), entries in places.items():
+            if entries:
+                futures += await self._send_to(topic, partition, entries)
+        return futures
+
+    async def _send_to(
+        self, topic: str, partition: int, entries: Sequence[tuple[bytes | None, bytes | None, Any]]
+    ) -> list[asyncio.Future[Any]]:
+        """One topic-partition's records, in order, in as many batches as they fill."""
         producer = self._producer
         futures: list[asyncio.Future[Any]] = []
-        open_batches: dict[tuple[str, int], Any] = {}
-        for record in records:
-            where = (record.topic, record.partition)
-            batch = open_batches.get(where)
-            if batch is None:
-                batch = open_batches[where] = producer.create_batch()
-            appended = batch.append(
-                key=record.key, value=record.value, timestamp=None, headers=record.headers
-            )
-            if appended is None:  # full: send it, start the next one with this record
-                futures.append(await producer.send_batch(batch, where[0], partition=where[1]))
-                batch = open_batches[where] = producer.create_batch()
-                batch.append(
-                    key=record.key, value=record.value, timestamp=None, headers=record.headers
-                )
-        for (topic, partition), pairs in grouped.items():
-            if not pairs:
-                continue
-            batch = open_batches.pop((topic, partition), None)
-            if batch is None:
+        batch = producer.create_batch()
+        for key, value, headers in entries:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                # full: send it, start the next one with this record
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
-            append, none = batch.append, _NO_HEADERS
-            for key, value in pairs:
-                if append(key=key, value=value, timestamp=None, headers=none) is None:  # full
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    append = batch.append
-                    append(key=key, value=value, timestamp=None, headers=none)
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        for (topic, partition), batch in open_batches.items():
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
 
