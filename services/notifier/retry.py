@@ -61,13 +61,17 @@ async def retry_transient(
     max_delay: a consumer must not sit on its partition for an hour. `on_retry` is called
     before every attempt after the first (the retries metric).
     """
-    delays = backoff_delays(policy, rng if rng is not None else random.Random())
+    # Drawn at the first failure only: nearly every send succeeds at once, and drawing
+    # the delays (and seeding a Random) for each was a visible part of a send's CPU.
+    delays: list[float] | None = None
     for attempt in range(policy.attempts):
         try:
             return await fn()
         except TransientSendError as exc:
             if attempt == policy.attempts - 1:
                 raise
+            if delays is None:
+                delays = backoff_delays(policy, rng if rng is not None else random.Random())
             delay = delays[attempt]
             if exc.retry_after is not None:
                 delay = min(max(delay, exc.retry_after), policy.max_delay)
