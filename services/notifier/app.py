@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -45,7 +46,14 @@ from services.notifier.push import KNOWN_PUSH_SERVICES, VapidOptions, WebPushSen
 from services.notifier.retry import RetryPolicy
 from services.notifier.tables import NotifierTables
 
-__all__ = ["NAME", "NotifierService", "create_app", "smtp_options", "vapid_options"]
+__all__ = [
+    "NAME",
+    "NotifierService",
+    "create_app",
+    "loop_factory",
+    "smtp_options",
+    "vapid_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +61,19 @@ log = logging.getLogger(__name__)
 NAME: Final = "notifier"
 
 _WORKER_RESTART_SECONDS = 5.0
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The notifier's event loop: uvloop where it is installed (a dependency, except on
+    Windows), else asyncio's. The notifier spends much of each reminder in the loop and
+    its transports (SMTP sessions, Kafka round trips); ``reminders run notifier`` and
+    bench/notifier.py run it on this."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def smtp_options(settings: SmtpSettings) -> SmtpOptions:
@@ -391,8 +412,12 @@ def create_app(
     smtp: EmailTransport | None = None,
     push: PushTransport | None = None,
 ) -> FastStream:
-    """The FastStream app of ``reminders run notifier``; transports for tests."""
-    return make_app(NotifierService(settings, clock=clock, smtp=smtp, push=push), settings)
+    """The FastStream app of ``reminders run notifier``; transports for tests. Its
+    ``loop_factory`` names the event loop ``reminders run`` runs it on."""
+    app = make_app(NotifierService(settings, clock=clock, smtp=smtp, push=push), settings)
+    # Read by services/cli/run.py with getattr, as the gateway's GatewayApp.loop_factory.
+    setattr(app, "loop_factory", loop_factory())  # noqa: B010
+    return app
 
 
 # ``faststream run services.notifier.app:app``
