@@ -183,7 +183,7 @@ class TransactionalPartition:
     async def commit(
         self,
         outputs: Sequence[Output],
-        offsets: Mapping[TopicPartition, int] | None = None,
+        offsets: Mapping[TopicPartition, int | tuple[int, str]] | None = None,
         dead_letters: Sequence[DeadLetter] = (),
         *,
         grouped: Mapping[tuple[str, int], Sequence[KeyValue]] | None = None,
@@ -191,6 +191,7 @@ class TransactionalPartition:
     ) -> None:
         """Write ``outputs`` and ``dead_letters`` and commit ``offsets`` for the service's
         consumer group, in one transaction, with the policy of the module docstring.
+        An offset may come with its metadata, as ``(offset, metadata)``.
         ``grouped`` are more records without headers, as ``(key, value)`` per topic and
         partition, written after ``outputs`` (a burst's thousands of records, without an
         :class:`Output` each). ``before_commit`` runs after everything is written, just

@@ -14,12 +14,26 @@ instance, and gone when p is revoked. In order:
    - catch up the config, preferences and appointments tables, so that the state at
      send time decides (a cancel that arrived a moment ago counts);
    - decide every record (``decide``); bad records are dead-lettered;
-   - if anything is to be sent: commit the in-flight marker (plain offset commit,
-     which also proves this instance is still a member of the group's generation);
+   - if anything is to be sent and the committed offset does not already carry an
+     in-flight marker covering the batch: commit the in-flight marker (plain offset
+     commit, which also proves this instance is still a member of the group's
+     generation);
    - render and send, concurrently across the batch;
    - one transaction: every outcome (key ``{practice}/{appointment}``, partition p,
      headers naming the due record), the dead letters, and the consumer offset, with
-     the runtime's one policy for fenced, abort and retry.
+     the runtime's one policy for fenced, abort and retry. When the whole batch is
+     answered and the next batch's records are already queued, the offset committed
+     here carries the next batch's in-flight marker (``inflight:<end>`` of the records
+     it will take), so that batch needs no marker commit of its own: nothing of it is
+     sent before this transaction commits, so the window of sent but not committed
+     mail stays one batch, and the marker stays an upper bound ("some were never
+     sent"). A worker that stops cleanly with such a marker committed and unused
+     commits its offset once more without it.
+
+Broker round trips of a batch that sends: the catch-up's ListOffsets (three, in
+parallel), then the marker's OffsetCommit (only for a batch not covered by the previous
+transaction's marker), then the transaction: AddPartitionsToTxn, Produce,
+AddOffsetsToTxn, TxnOffsetCommit, EndTxn.
 
 **Retries.** Transient send failures are retried per message with exponential backoff
 and jitter while the other messages of the batch proceed; partitions run
@@ -202,6 +216,9 @@ class PartitionWorker:
         self.tp = TopicPartition(ctx.topics.reminders_due, partition)
         self.state: WorkerState = "loading"
         self.inflight: InFlight | None = None
+        # The in-flight marker this owner's last commit left on the committed offset
+        # (carried by a transaction for the batch after it), while no batch used it.
+        self._marked: InFlight | None = None
         self.outcomes_committed = 0
         self.possible_duplicates = 0
         self._queue: deque[ConsumerRecord[bytes, bytes]] = deque()
@@ -242,6 +259,8 @@ class PartitionWorker:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if clean and self.state in ("ready", "blocked"):
+            await self._clear_unused_marker()
         await self._close_producer()
         self._queue.clear()
         self.state = "stopped"
@@ -621,7 +640,7 @@ class PartitionWorker:
             items.append(item)
 
         to_send = [i for i in items if i.rendered is not None and i.outcome is None]
-        if to_send:
+        if to_send and not self._marker_covers(items):
             await self._mark_inflight(items)
         outage_is_failure = self._outage_exceeded(now)
         deliveries = await asyncio.gather(
@@ -659,7 +678,8 @@ class PartitionWorker:
             next_offset = deferred[0].offset
         else:
             next_offset = batch[-1].offset + 1
-        await self._commit(outcomes, letters, next_offset)
+        whole = first_blocked is None and not deferred
+        await self._commit(outcomes, letters, next_offset, self._next_marker(next_offset, whole))
 
         ledger.committed(next_offset)
         for offset in [o for o in self._first_transient if o < next_offset]:
@@ -780,6 +800,24 @@ class PartitionWorker:
             item, "failed", delivery.reason, delivery.channel, now=now, detail=detail
         )
 
+    def _marker_covers(self, items: list[_Item]) -> bool:
+        """Whether the committed offset already carries an in-flight marker over every
+        record of the batch (left by the previous batch's transaction)."""
+        marked = self._marked
+        return (
+            marked is not None and marked.start <= items[0].offset and items[-1].offset < marked.end
+        )
+
+    def _next_marker(self, next_offset: int, whole: bool) -> InFlight | None:
+        """The in-flight marker of the next batch, for the transaction that commits this
+        one: only when this batch is answered whole (nothing retained or deferred) and
+        the next batch's records are queued already, and not while stopping."""
+        if not whole or not self._queue or self._stopping.is_set():
+            return None
+        take = min(self.ctx.settings.notifier.batch_size, len(self._queue))
+        end = self._queue[take - 1].offset + 1
+        return InFlight(next_offset, end) if end > next_offset else None
+
     async def _mark_inflight(self, items: list[_Item]) -> None:
         """Commit the batch's first offset with ``inflight:<end>`` before sending anything."""
         start = items[0].offset
@@ -788,9 +826,30 @@ class PartitionWorker:
             await self.ctx.consumer.commit({self.tp: (start, inflight_metadata(end))})
         except KafkaError as exc:
             raise _NotNow(f"cannot mark the batch in flight: {type(exc).__name__}") from exc
+        self._marked = InFlight(start, end)
+
+    async def _clear_unused_marker(self) -> None:
+        """A clean stop with the next batch's marker committed but that batch never
+        started: commit the same offset without it, so that the next owner counts no
+        possible duplicates for mail that was never sent. If that fails the marker
+        stays, an upper bound as always."""
+        marked, self._marked = self._marked, None
+        if marked is None:
+            return
+        try:
+            await self.ctx.consumer.commit({self.tp: (marked.start, "")})
+        except KafkaError as exc:
+            log.info(
+                "could not clear the unused in-flight marker",
+                extra={"partition": self.partition, "error": type(exc).__name__},
+            )
 
     async def _commit(
-        self, items: list[_Item], letters: list[DeadLetter], next_offset: int
+        self,
+        items: list[_Item],
+        letters: list[DeadLetter],
+        next_offset: int,
+        marker: InFlight | None = None,
     ) -> None:
         """Outcomes, dead letters and the consumer offset in one transaction, with the
         runtime's policy (services/common/partitions.py): fenced raises and the worker
@@ -816,4 +875,9 @@ class PartitionWorker:
                     outcome_headers(self.partition, item.offset),
                 )
             )
-        await producer.commit(outputs, {self.tp: next_offset}, letters)
+        offset: int | tuple[int, str] = next_offset
+        if marker is not None:
+            offset = (next_offset, inflight_metadata(marker.end))
+        self._marked = None  # the transaction replaces whatever marker was committed
+        await producer.commit(outputs, {self.tp: offset}, letters)
+        self._marked = marker
