@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from schemas.models import appointment_key
 from schemas.topics import Topics
 from services.common.clock import FakeClock
-from services.common.settings import Settings
+from services.common.settings import NotifierSettings, Settings
 from services.domain.codec import encode
 from services.notifier import engine
 from services.notifier.delivery import Delivery
@@ -254,3 +254,71 @@ async def test_the_sent_map_stays_bounded_while_the_partition_is_held(
     assert max(sizes) <= 10, sizes
     assert len(h.ledger.sent) <= 10
     await h.worker.stop(1.0)
+
+
+class _GatedProducer(FakeProducer):
+    """Holds the first transaction that carries outcomes until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.committing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def commit_transaction(self) -> None:
+        if self._open and not self.committing.is_set():
+            self.committing.set()
+            await self.release.wait()
+        await super().commit_transaction()
+
+
+def _small_batches(h: Harness, size: int) -> None:
+    h.worker.ctx.settings = Settings(notifier=NotifierSettings(batch_size=size))
+
+
+async def test_a_batch_queued_behind_another_is_marked_in_flight_by_that_ones_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = FakeProducer()
+    h = Harness(monkeypatch, producer)
+    _small_batches(h, 2)
+    await h.start()
+    await h.run(*(h.due_tomorrow(f"a-{n}") for n in range(6)))
+    assert h.worker.outcomes_committed == 6 and h.deliverer.delivered == 6
+    tp = h.worker.tp
+    consumer = cast(FakeConsumer, h.worker.ctx.consumer)
+    # One marker commit of its own, for the first batch; each transaction then marks the
+    # batch queued behind it (the offset it commits, up to that batch's end), and the
+    # last one, with nothing queued, commits the plain offset.
+    assert consumer.commits == [{tp: (0, "inflight:2")}]
+    committed: list[Any] = [offsets[tp] for offsets, _ in producer.offsets]
+    assert committed == [
+        (2, "inflight:4"),
+        (4, "inflight:6"),
+        6,
+    ]
+    await h.worker.stop(1.0)
+    assert consumer.commits == [{tp: (0, "inflight:2")}]  # nothing left to clear
+
+
+async def test_a_clean_stop_clears_the_marker_of_a_batch_that_never_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    producer = _GatedProducer()
+    h = Harness(monkeypatch, producer)
+    _small_batches(h, 2)
+    await h.start()
+    h.worker.enqueue([h.due_tomorrow(f"a-{n}") for n in range(4)])
+    await asyncio.wait_for(producer.committing.wait(), 5.0)
+    stopping = asyncio.create_task(h.worker.stop(5.0))
+    await asyncio.sleep(0.05)
+    producer.release.set()
+    await stopping
+    tp = h.worker.tp
+    consumer = cast(FakeConsumer, h.worker.ctx.consumer)
+    # The first batch committed with the second one's marker; the second never started,
+    # so the stop commits the same offset without it: the next owner counts no possible
+    # duplicates for mail that was never sent.
+    assert h.worker.outcomes_committed == 2 and h.deliverer.delivered == 2
+    committed: list[Any] = [offsets[tp] for offsets, _ in producer.offsets]
+    assert committed == [(2, "inflight:4")]
+    assert consumer.commits == [{tp: (0, "inflight:2")}, {tp: (2, "")}]
