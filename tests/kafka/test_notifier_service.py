@@ -42,7 +42,7 @@ from schemas.models import (
     appointment_key,
 )
 from schemas.topics import Topics
-from services.common.kafka import make_consumer, make_producer
+from services.common.kafka import admin_client, make_consumer, make_producer
 from services.common.settings import (
     KafkaSettings,
     MetricsSettings,
@@ -56,7 +56,7 @@ from services.domain.mime import ComposedMail
 from services.domain.partition import partition_for
 from services.notifier.app import NotifierService, smtp_options
 from services.notifier.email import SmtpPool, message_id_for
-from services.notifier.ledger import DUE_OFFSET_HEADER
+from services.notifier.ledger import DUE_OFFSET_HEADER, InFlight, parse_inflight
 from services.notifier.push import PushSubscription, generate_vapid_keys
 from services.notifier.samples import (
     sample_appointment,
@@ -875,6 +875,71 @@ async def test_notifier_killed_mid_batch_resends_only_what_was_in_flight(
     flagged = {o.message_id for o, _ in committed if o.detail and "possible duplicate" in o.detail}
     assert duplicated <= flagged
     assert len(duplicated) <= counted <= window
+
+
+class _HoldingMail:
+    """Hands messages to the pool; the `hold_at`-th waits until `release` is set."""
+
+    def __init__(self, pool: SmtpPool, hold_at: int) -> None:
+        self._pool = pool
+        self._left = hold_at
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def send(self, msg: ComposedMail) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self.holding.set()
+            await self.release.wait()
+        await self._pool.send(msg)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def test_the_batch_in_flight_is_marked_on_the_broker_by_the_transaction_before_it(
+    world: World, kafka_settings: KafkaSettings, smtp_sink: SmtpSink, vapid_key: str
+) -> None:
+    now = datetime.now(UTC)
+    [practice] = _practice_ids(kafka_settings, 1)
+    partition = partition_for(practice, kafka_settings.partitions)
+    await _consented(world, [practice], 4, now)  # due offsets 0-3 of one partition
+    settings = _settings(kafka_settings, _plain_smtp(smtp_sink), vapid_key, batch_size=2)
+    pool = SmtpPool(smtp_options(settings.smtp))
+    await pool.start()
+    mail = _HoldingMail(pool, hold_at=3)  # the first message of the second batch
+    tp = TopicPartition(world.topics.reminders_due, partition)
+    service = NotifierService(settings, smtp=mail)
+    admin = admin_client(kafka_settings)
+    await admin.start()
+
+    async def committed() -> InFlight | tuple[int, str]:
+        offset = (await admin.list_consumer_group_offsets(service.group_id, partitions=[tp]))[tp]
+        return parse_inflight(offset.offset, offset.metadata) or (offset.offset, offset.metadata)
+
+    try:
+        async with running(service):
+            await asyncio.wait_for(mail.holding.wait(), 60)
+            # The first batch's transaction committed offset 2 with the second batch's
+            # marker: while that batch sends, a new owner would know 2-3 may be out. (The
+            # group coordinator shows a transaction's offsets once the commit markers are
+            # written, a moment after the commit returned.)
+            seen = await committed()
+            for _ in range(100):
+                if seen != InFlight(0, 2):
+                    break
+                await asyncio.sleep(0.05)
+                seen = await committed()
+            assert seen == InFlight(2, 4)
+            mail.release.set()
+            await world.outcomes(expect=4)
+            await wait_for(service.idle, what="notifier idle")
+        # All answered: the plain offset, no marker left behind.
+        assert await committed() == (4, "")
+    finally:
+        mail.release.set()
+        await admin.close()
+        await pool.close()
 
 
 if __name__ == "__main__":
