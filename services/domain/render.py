@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
@@ -66,6 +67,7 @@ __all__ = [
     "CONTEXT_NAMES",
     "LANGUAGES",
     "PARTS",
+    "NotRendered",
     "RenderedEmail",
     "RenderedPush",
     "RenderedReminder",
@@ -140,10 +142,29 @@ class RenderedPush:
     body: str
 
 
+class NotRendered(LookupError):
+    """A part of a RenderedReminder that was not asked for (its channel was not)."""
+
+
 @dataclass(frozen=True)
 class RenderedReminder:
-    email: RenderedEmail
-    push: RenderedPush
+    """The parts of the channels render_reminder was asked for; asking for another
+    channel's parts raises NotRendered (a bug in the caller, not in the message)."""
+
+    rendered_email: RenderedEmail | None
+    rendered_push: RenderedPush | None
+
+    @property
+    def email(self) -> RenderedEmail:
+        if self.rendered_email is None:
+            raise NotRendered("the e-mail parts were not rendered (channel not asked for)")
+        return self.rendered_email
+
+    @property
+    def push(self) -> RenderedPush:
+        if self.rendered_push is None:
+            raise NotRendered("the push parts were not rendered (channel not asked for)")
+        return self.rendered_push
 
 
 @dataclass(frozen=True)
@@ -391,28 +412,79 @@ def _time_text(moment: time, language: str) -> str:
     return format_time(moment, "HH:mm", locale=language)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every reminder of one practice config, appointment type and language shares:
+    the compiled template (or the reason it was refused) per part, the time zone, the
+    context values that do not depend on the appointment's time, place or practitioner,
+    the urgent line and the footer."""
+
+    config: weakref.ref[PracticeConfig]  # the cache is keyed by id(config): checked
+    zone: ZoneInfo
+    static: dict[str, Any]
+    templates: dict[str, Template | str]
+    urgent: str
+    footer: str | None
+
+
+# Bounded: a practice has a few types and two languages; configs replaced by a newer
+# version are not kept alive (a weak reference), and their entries go at the next clear.
+_PLANS: dict[tuple[int, str, str], _Plan] = {}
+_MAX_PLANS = 4096
+
+
+def _plan(config: PracticeConfig, code: str, language: str) -> _Plan:
+    key = (id(config), code, language)
+    plan = _PLANS.get(key)
+    if plan is not None and plan.config() is config:
+        return plan
+    text = _type_text(config, code)
+    plan = _Plan(
+        config=weakref.ref(config),
+        zone=ZoneInfo(config.timezone),
+        static={
+            "practice": _PracticeView(name=config.name, phone=config.phone or ""),
+            # The practice's own label, never the HIS display (it may hold the complaint).
+            "label": text.label if text is not None else _NEUTRAL_LABEL[language],
+            "with_whom": text.with_whom if text is not None else "",
+            "instructions": text.instructions if text is not None else "",
+            "preferences_url": config.preferences_url or "",
+        },
+        templates={
+            part: _compiled(_source_for(config, code, language, part), part == "html")
+            for part in PARTS
+        },
+        urgent=urgent_line(config.phone or "", language),
+        footer=(
+            _FOOTER[language].format(url=config.preferences_url) if config.preferences_url else None
+        ),
+    )
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+def _appointment_context(plan: _Plan, appointment: Appointment, language: str) -> dict[str, Any]:
+    local = appointment.start.astimezone(plan.zone)
+    date_text, weekday = _date_texts(local.date(), language)
+    return {
+        **plan.static,
+        "date_text": date_text,
+        "time_text": _time_text(local.time(), language),
+        "weekday": weekday,
+        "location": appointment.location.display if appointment.location is not None else "",
+        "practitioner": appointment.practitioner.display,
+    }
+
+
 def _context(
     config: PracticeConfig,
     appointment: Appointment,
     language: str,
 ) -> dict[str, Any]:
-    zone = ZoneInfo(config.timezone)
-    local = appointment.start.astimezone(zone)
-    text = _type_text(config, appointment.appointment_type.code)
-    date_text, weekday = _date_texts(local.date(), language)
-    return {
-        "practice": _PracticeView(name=config.name, phone=config.phone or ""),
-        "date_text": date_text,
-        "time_text": _time_text(local.time(), language),
-        "weekday": weekday,
-        # The practice's own label, never the HIS display (it may hold the complaint).
-        "label": text.label if text is not None else _NEUTRAL_LABEL[language],
-        "with_whom": text.with_whom if text is not None else "",
-        "instructions": text.instructions if text is not None else "",
-        "location": appointment.location.display if appointment.location is not None else "",
-        "practitioner": appointment.practitioner.display,
-        "preferences_url": config.preferences_url or "",
-    }
+    plan = _plan(config, appointment.appointment_type.code, language)
+    return _appointment_context(plan, appointment, language)
 
 
 def _source_for(config: PracticeConfig, type_code: str, language: str, part: str) -> str:
@@ -429,7 +501,10 @@ def _source_for(config: PracticeConfig, type_code: str, language: str, part: str
 
 
 def _render_part(source: str, part: str, context: Mapping[str, Any]) -> str:
-    compiled = _compiled(source, part == "html")
+    return _render_compiled(_compiled(source, part == "html"), part, context)
+
+
+def _render_compiled(compiled: Template | str, part: str, context: Mapping[str, Any]) -> str:
     if isinstance(compiled, str):
         raise ValueError(compiled)
     try:
@@ -714,11 +789,14 @@ def render_reminder(
     language: str,
     *,
     logo_src: LogoSource = "cid",
+    channels: Collection[str] = ("email", "push"),
 ) -> RenderedReminder:
     """The e-mail and push texts for one appointment, in ``language`` (``nl`` if unknown).
 
-    Raises TemplateRejected when a template fails (checked templates do not) or when
-    the practice has no phone number: no reminder goes out without the urgent line.
+    Only the parts of ``channels`` are rendered (the notifier asks for the channels a
+    reminder goes by); the others raise NotRendered when asked for. Raises
+    TemplateRejected when a template of those parts fails (checked templates do not) or
+    when the practice has no phone number: no reminder goes out without the urgent line.
     """
     language = _language(language)
     if not config.phone:
@@ -726,33 +804,29 @@ def render_reminder(
             "the practice has no phone number; every reminder tells the patient to phone the "
             "practice for urgent matters, so set `phone` first"
         )
-    context = _context(config, appointment, language)
     code = appointment.appointment_type.code
-    rendered: dict[str, str] = {}
-    for part in PARTS:
+    plan = _plan(config, code, language)
+    context = _appointment_context(plan, appointment, language)
+
+    def render(part: Part) -> str:
         try:
-            rendered[part] = _render_part(_source_for(config, code, language, part), part, context)
+            return _render_compiled(plan.templates[part], part, context)
         except ValueError as exc:
             raise TemplateRejected(
                 f"template for type {code!r}, {language}, {part}: {exc}"
             ) from exc
 
-    urgent = urgent_line(config.phone, language)
-    footer = (
-        _FOOTER[language].format(url=config.preferences_url) if config.preferences_url else None
-    )
-    subject = _one_line(rendered["subject"])
-    text = _tidy_text(rendered["text"]) + "\n\n" + urgent + "\n"
-    if footer:
-        text += "\n" + footer + "\n"
-    html_body = sanitize_html(_replaced(_UNSAFE, " ", rendered["html"])).strip()
-    push_body = _one_line(rendered["push_body"])
-    # The urgent line stands on a line of its own after the practice's text: no text
-    # before it shares its paragraph, so no direction character (refused anyway) could
-    # reorder it.
-    push_body = f"{push_body}\n{urgent}" if push_body else urgent
-    return RenderedReminder(
-        email=RenderedEmail(
+    urgent = plan.urgent
+    email: RenderedEmail | None = None
+    push: RenderedPush | None = None
+    if "email" in channels:
+        subject_part, text_part, html_part = render("subject"), render("text"), render("html")
+        subject = _one_line(subject_part)
+        text = _tidy_text(text_part) + "\n\n" + urgent + "\n"
+        if plan.footer:
+            text += "\n" + plan.footer + "\n"
+        html_body = sanitize_html(_replaced(_UNSAFE, " ", html_part)).strip()
+        email = RenderedEmail(
             subject=subject,
             text=text,
             # The practice's look (services.domain.branding); ``logo_src="data"`` for
@@ -762,9 +836,16 @@ def render_reminder(
                 config,
                 logo_src=logo_src,
             ),
-        ),
-        push=RenderedPush(title=_one_line(rendered["push_title"]), body=push_body),
-    )
+        )
+    if "push" in channels:
+        title_part, body_part = render("push_title"), render("push_body")
+        push_body = _one_line(body_part)
+        # The urgent line stands on a line of its own after the practice's text: no text
+        # before it shares its paragraph, so no direction character (refused anyway) could
+        # reorder it.
+        push_body = f"{push_body}\n{urgent}" if push_body else urgent
+        push = RenderedPush(title=_one_line(title_part), body=push_body)
+    return RenderedReminder(rendered_email=email, rendered_push=push)
 
 
 _SAMPLE_NOW = datetime(2026, 11, 30, 12, 0, tzinfo=ZoneInfo("UTC"))
