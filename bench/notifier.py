@@ -157,7 +157,7 @@ async def _same_messages(settings: Settings, joined: list[Joined]) -> list[Compo
     )
     now = datetime.now(UTC)
     for due, config, appt, prefs in joined:
-        rendered = render_reminder(config, appt, prefs.language)
+        rendered = render_reminder(config, appt, prefs.language, channels=("email",))
         await deliverer.deliver(due, ("email",), config, appt, prefs, rendered, now)
     return capture.sent
 

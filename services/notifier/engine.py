@@ -509,7 +509,11 @@ class PartitionWorker:
         assert item.config is not None and item.appointment is not None
         language = item.prefs.language if item.prefs is not None else "nl"
         try:
-            item.rendered = render_reminder(item.config, item.appointment, language)
+            # Only the parts of the channels it goes by: an e-mail-only reminder never
+            # renders push texts, a push-only one no e-mail.
+            item.rendered = render_reminder(
+                item.config, item.appointment, language, channels=item.decision.channels
+            )
         except TemplateRejected as exc:
             item.outcome = self._outcome(
                 item, "failed", "render_failed", None, detail=exc.reason, now=now
