@@ -244,7 +244,11 @@ class PartitionWorker:
             )
             fired_tp = TopicPartition(ctx.topics.reminders_fired, self.partition)
             ends = await loader.end_offsets([self.tp, fired_tp])
+            begins = await loader.beginning_offsets([self.tp])
             self.planner = self._new_planner()
+            # the partition's offsets bound its keys (fired markers share them): the
+            # table is sized once rather than rehashed again and again as the load fills it
+            self.planner.timers.reserve(ends[self.tp] - begins[self.tp])
             self._tombstones.clear()
             await ctx.consumer.seek_to_beginning(self.tp)
             ctx.consumer.resume(self.tp)
