@@ -241,10 +241,16 @@ _new_state = tuple.__new__  # AppointmentState(...) without the keyword-argument
 def read_appointment(value: bytes) -> AppointmentState:
     """The scheduler's fields of an ``appointments.v1`` value; DecodeError if unusable."""
     doc = _decode(_APPOINTMENT, value)
-    if not _is_identifier(doc.appointment_id):
+    appointment_id = doc.appointment_id
+    # _is_identifier, its letters-and-digits case inline (one call less per id)
+    if not (
+        appointment_id.isascii() and appointment_id.isalnum() and len(appointment_id) <= 64
+    ) and not _is_identifier(appointment_id):
         raise _invalid("appointment_id", _NOT_AN_ID)
     patient_id = doc.patient.id
-    if not _is_identifier(patient_id):
+    if not (
+        patient_id.isascii() and patient_id.isalnum() and len(patient_id) <= 64
+    ) and not _is_identifier(patient_id):
         raise _invalid("patient.id", _NOT_AN_ID)
     if len(patient_id) in (8, 9) and patient_id.isdigit():  # ASCII only: the pattern
         raise _invalid("patient.id", "looks like a BSN (8-9 digits)")
@@ -265,7 +271,7 @@ def read_appointment(value: bytes) -> AppointmentState:
         AppointmentState,
         (
             practice_id,
-            doc.appointment_id,
+            appointment_id,
             patient_id,
             status,
             sequence,
