@@ -240,7 +240,12 @@ _new_state = tuple.__new__  # AppointmentState(...) without the keyword-argument
 
 def read_appointment(value: bytes) -> AppointmentState:
     """The scheduler's fields of an ``appointments.v1`` value; DecodeError if unusable."""
-    doc = _decode(_APPOINTMENT, value)
+    try:  # _decode, inline
+        doc = _APPOINTMENT.decode(value)
+    except msgspec.ValidationError as exc:
+        raise _refusal(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise DecodeError("not_json", "the value is not JSON: malformed") from exc
     appointment_id = doc.appointment_id
     # _is_identifier, its letters-and-digits case inline (one call less per id)
     if not (
@@ -257,8 +262,14 @@ def read_appointment(value: bytes) -> AppointmentState:
     status = doc.status
     if status not in _STATUSES:
         raise _invalid("status", "not a FHIR appointment status")
-    start_us = _slot_micros(doc.start, "start")
-    end_us = _slot_micros(doc.end, "end")
+    start, end = doc.start, doc.end
+    # _slot_micros, its cached case inline
+    start_us = _SLOT_TIMES.get(start)
+    if start_us is None:
+        start_us = _slot_micros(start, "start")
+    end_us = _SLOT_TIMES.get(end)
+    if end_us is None:
+        end_us = _slot_micros(end, "end")
     if end_us <= start_us:
         raise _invalid("end", "not after start")
     sequence = doc.sequence
