@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -103,6 +104,8 @@ class PartitionBroken(Exception):
 
 _NO_HEADERS: list[tuple[str, bytes]] = []
 KeyValue = tuple[bytes | None, bytes | None]  # a record of TransactionalPartition.commit(grouped=)
+# records of one topic-partition: (key, value) pairs and their headers (None: no headers)
+_Run = tuple[Sequence[KeyValue], Sequence[Any] | None]
 
 
 class Output(NamedTuple):
@@ -270,32 +273,45 @@ class TransactionalPartition:
         cheaper than a ``send`` per record at 10,000 records/s). Records keep their order
         within each topic-partition, the only order Kafka has (``grouped`` after
         ``records``)."""
-        places: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Any]]] = {}
+        places: dict[tuple[str, int], list[_Run]] = {}
+        outputs: dict[tuple[str, int], tuple[list[KeyValue], list[Any]]] = {}
         for record in records:
-            places.setdefault((record.topic, record.partition), []).append(
-                (record.key, record.value, record.headers)
-            )
+            place = (record.topic, record.partition)
+            run = outputs.get(place)
+            if run is None:
+                run = outputs[place] = ([], [])
+                places.setdefault(place, []).append(run)
+            run[0].append((record.key, record.value))
+            run[1].append(record.headers)
         for place, pairs in grouped.items():
-            places.setdefault(place, []).extend((k, v, _NO_HEADERS) for k, v in pairs)
+            if pairs:
+                # a burst's thousands of records as they are: no tuple made per record
+                places.setdefault(place, []).append((pairs, None))
         futures: list[asyncio.Future[Any]] = []
-        for (topic, partition), entries in places.items():
-            if entries:
-                futures += await self._send_to(topic, partition, entries)
+        for (topic, partition), runs in places.items():
+            futures += await self._send_to(topic, partition, runs)
         return futures
 
     async def _send_to(
-        self, topic: str, partition: int, entries: Sequence[tuple[bytes | None, bytes | None, Any]]
+        self, topic: str, partition: int, runs: Sequence[_Run]
     ) -> list[asyncio.Future[Any]]:
-        """One topic-partition's records, in order, in as many batches as they fill."""
+        """One topic-partition's records, in order, in as many batches as they fill. A run
+        is ``(key, value)`` pairs with their headers, or ``None`` for no headers."""
         producer = self._producer
         futures: list[asyncio.Future[Any]] = []
         batch = producer.create_batch()
-        for key, value, headers in entries:
-            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                # full: send it, start the next one with this record
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None, headers=headers)
+        for pairs, headers in runs:
+            for (key, value), record_headers in zip(
+                pairs, itertools.repeat(_NO_HEADERS) if headers is None else headers, strict=False
+            ):
+                if (
+                    batch.append(key=key, value=value, timestamp=None, headers=record_headers)
+                    is None
+                ):
+                    # full: send it, start the next one with this record
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None, headers=record_headers)
         futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 

@@ -91,11 +91,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, cast
 
 import msgspec
 import orjson
@@ -296,8 +296,9 @@ def validation_problems(
 _DUPLICATES: Final = json.JSONDecoder(object_pairs_hook=no_duplicate_keys)
 
 
-def _no_duplicates_for_sure(value: bytes) -> bool:
-    """True only when ``value`` certainly names no key twice; False means "look closer".
+def _unique_keys_document(value: bytes) -> Any:
+    """The decoded document when ``value`` certainly names no key twice, else None
+    ("look closer"; a JSON ``null`` text is None too, and looked at closer).
 
     Every key of a JSON text is followed by one colon; any other colon lies inside a
     string, as itself unless written as a ``\\u003a`` escape. orjson decodes the text
@@ -307,12 +308,18 @@ def _no_duplicates_for_sure(value: bytes) -> bool:
     Anything orjson refuses (UTF-16, a BOM, NaN, ...) takes the exact path.
     """
     if b"\\u003" in value:
-        return False
+        return None
     try:
-        written = orjson.dumps(orjson.loads(value))
+        document = orjson.loads(value)
+        written = orjson.dumps(document)
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        return False
-    return value.count(b":") == written.count(b":")
+        return None
+    return document if value.count(b":") == written.count(b":") else None
+
+
+def _no_duplicates_for_sure(value: bytes) -> bool:
+    """True only when ``value`` certainly names no key twice; False means "look closer"."""
+    return _unique_keys_document(value) is not None
 
 
 def duplicate_key_problem(value: bytes | str) -> Problem | None:
@@ -546,13 +553,17 @@ _FAST_DECODER: Final = msgspec.json.Decoder(_MAppointment)
 _AWARE: Final = TypeAdapter(AwareDatetime)
 
 
-def _fast_resource(value: bytes) -> FhirAppointment | None:
-    """The resource as :class:`FhirAppointment` reads it, decoded by msgspec (a few
-    microseconds instead of some twenty); None when msgspec refuses it, and the model
-    then reads it and names its problems. The structs have the model's fields, which is
-    all the mapping reads."""
+def _fast_resource(source: object) -> FhirAppointment | None:
+    """The resource as :class:`FhirAppointment` reads it, by msgspec (a few microseconds
+    instead of some twenty) from the JSON bytes or from the document the duplicate-key
+    proof decoded already; None when msgspec refuses it, and the model then reads it and
+    names its problems. The structs have the model's fields, which is all the mapping
+    reads."""
     try:
-        resource = _FAST_DECODER.decode(value)
+        if isinstance(source, bytes):
+            resource = _FAST_DECODER.decode(source)
+        else:
+            resource = msgspec.convert(source, _MAppointment)
     except (msgspec.MsgspecError, RecursionError):
         return None
     meta = resource.meta
@@ -601,9 +612,15 @@ def fhir_to_event(resource: FhirAppointment, *, received_at: datetime) -> Appoin
 def _fhir_problems(value: bytes | None, received_at: datetime) -> AppointmentEvent | list[Problem]:
     if value is None:
         return [Problem("no_value", "the record has no value")]
-    duplicate = duplicate_key_problem(value)
-    # With a key twice, only the model's reading (the last one wins) is reported on.
-    resource = _fast_resource(value) if duplicate is None else None
+    document = _unique_keys_document(value)
+    if document is not None:
+        # No key twice, for sure: the structs are read from the document decoded for that.
+        duplicate = None
+        resource = _fast_resource(document)
+    else:
+        duplicate = duplicate_key_problem(value)
+        # With a key twice, only the model's reading (the last one wins) is reported on.
+        resource = _fast_resource(value) if duplicate is None else None
     if resource is None:
         try:
             resource = FhirAppointment.model_validate_json(value)
@@ -627,7 +644,7 @@ def _resource_problems(
             )
         ]
     found: list[Problem] = []
-    meta = resource.meta or Meta()
+    meta = resource.meta or _NO_META
     appointment_id = resource.id or next((i.value for i in resource.identifier if i.value), None)
     if not appointment_id:
         found.append(
@@ -638,65 +655,110 @@ def _resource_problems(
             )
         )
 
-    patients: list[Participant] = []
-    practitioner: Participant | None = None
-    service: Participant | None = None
-    locations: list[Participant] = []
+    # Each participant's actor read once: (participant, the id its reference names).
+    patients: list[tuple[Participant, str | None]] = []
+    practitioner: tuple[Participant, str | None] | None = None
+    service: tuple[Participant, str | None] | None = None
+    locations: list[Reference] = []
     for participant in resource.participant:
-        bsn = _bsn_problem(participant.actor)
-        if bsn is not None and bsn not in found:
-            found.append(bsn)
-        kind, _ = _actor(participant.actor)
+        actor = participant.actor
+        if actor is None:
+            continue
+        identifier = actor.identifier
+        if identifier is not None and identifier.system in BSN_SYSTEMS and _BSN_NAMED not in found:
+            found.append(_BSN_NAMED)
+        kind, ident = _actor(actor)
         if kind == "Patient":
-            patients.append(participant)
+            patients.append((participant, ident))
         elif kind in _PRACTITIONERS and practitioner is None:
-            practitioner = participant
+            practitioner = (participant, ident)
         elif kind == "HealthcareService" and service is None:
-            service = participant
+            service = (participant, ident)
         elif kind == "Location":
-            locations.append(participant)
+            locations.append(actor)
 
-    patient = _piece(found, "patient", lambda: _patient(patients))
-    practice_id = _piece(found, "practice_id", lambda: _practice_id(locations))
-    sequence = _piece(found, "sequence", lambda: _sequence(meta))
+    patient: dict[str, Any] | None = None
+    if len(patients) > 1:
+        found.append(Problem("invalid_field", _MANY_PATIENTS, "patient"))
+    elif patients:
+        participant, ident = patients[0]
+        patient = {"id": _id_of(participant.actor, ident)}
+        if participant.required is not None:
+            patient["required"] = participant.required
+    practice_id: str | None = None
+    for actor in locations:
+        identifier = actor.identifier
+        if identifier is not None and identifier.system in AGB_SYSTEMS:
+            practice_id = identifier.value or ""
+            break
+    else:
+        found.append(Problem("missing_field", _NO_PRACTICE, "practice_id"))
+    try:
+        sequence: int | None = _sequence(meta)
+    except DecodeError as exc:
+        found.append(Problem(exc.reason, exc.detail, "sequence"))
+        sequence = None
+
     event_id: str | None = None
     if practice_id is not None and appointment_id and sequence is not None:
         event_id = _event_id_hex(practice_id.strip(), appointment_id.strip(), sequence)
     fields: dict[str, Any] = {
-        "event_id": event_id,
         "occurred_at": meta.lastUpdated or received_at,
         "source_system": (meta.source or "fhir")[:64],
-        "practice_id": practice_id,
-        "appointment_id": appointment_id,
-        "sequence": sequence,
-        "status": resource.status,
-        "start": resource.start,
-        "end": resource.end,
-        "appointment_type": _coded(
-            resource.appointmentType or next(iter(resource.serviceType), None)
-        ),
-        "patient": patient,
     }
+    # The fields the mapping found (an absent one is the model's to name).
+    if event_id is not None:
+        fields["event_id"] = event_id
+    if practice_id is not None:
+        fields["practice_id"] = practice_id
+    if appointment_id is not None:
+        fields["appointment_id"] = appointment_id
+    if sequence is not None:
+        fields["sequence"] = sequence
+    if resource.status is not None:
+        fields["status"] = resource.status
+    if resource.start is not None:
+        fields["start"] = resource.start
+    if resource.end is not None:
+        fields["end"] = resource.end
+    appointment_type = _coded(resource.appointmentType or next(iter(resource.serviceType), None))
+    if appointment_type is not None:
+        fields["appointment_type"] = appointment_type
+    if patient is not None:
+        fields["patient"] = patient
     if practitioner is not None:
-        practitioner_id, display = _actor_id(practitioner.actor), _display(practitioner.actor)
+        participant, ident = practitioner
+        actor = participant.actor
+        practitioner_id, display = _id_of(actor, ident), _display(actor)
         fields["practitioner"] = {
             "id": practitioner_id,
             "display": display,
-            "role": _concept_text(next(iter(practitioner.type), None)),
+            "role": _concept_text(next(iter(participant.type), None)),
         }
         fields["agenda"] = {"id": practitioner_id, "display": display}
     if service is not None:
-        fields["agenda"] = {"id": _actor_id(service.actor), "display": _display(service.actor)}
-    location = next((p for p in locations if _display(p.actor)), None)
-    if location is not None:
-        fields["location"] = {"display": _display(location.actor)}
+        participant, ident = service
+        fields["agenda"] = {
+            "id": _id_of(participant.actor, ident),
+            "display": _display(participant.actor),
+        }
+    for actor in locations:
+        if actor.display:
+            fields["location"] = {"display": actor.display}
+            break
+    booked_via = kind_tag = _UNSET
     for tag in meta.tag:
         if tag.system == BOOKED_VIA_SYSTEM:
-            fields["booked_via"] = tag.code
+            booked_via = tag.code
         elif tag.system == KIND_SYSTEM:
-            fields["kind"] = tag.code
+            kind_tag = tag.code
+    # The last tag of a system counts; one without a code leaves the default.
+    if booked_via is not _UNSET and booked_via is not None:
+        fields["booked_via"] = booked_via
+    if kind_tag is not _UNSET and kind_tag is not None:
+        fields["kind"] = kind_tag
     try:
-        event = AppointmentEvent.model_validate({k: v for k, v in fields.items() if v is not None})
+        event = AppointmentEvent.model_validate(fields)
     except ValidationError as exc:
         # A field whose mapping already failed is reported once, by that mapping.
         failed = {p.field for p in found} | ({"event_id"} if event_id is None else set())
@@ -711,16 +773,30 @@ def _resource_problems(
     return found
 
 
-_T = TypeVar("_T")
+_NO_META: Final = Meta()
+_UNSET: Final[Any] = object()
+_BSN_NAMED: Final = Problem(
+    "bsn_like_patient_id",
+    "participant actor.identifier: a person is named by BSN; send the pseudonymous "
+    "portal id (Patient/{id}) instead",
+    "patient",
+)
+_MANY_PATIENTS: Final = (
+    "patient (Patient participant): more than one Patient; send one Appointment per patient"
+)
+_NO_PRACTICE: Final = (
+    "practice_id: no practice AGB code; give a Location participant an actor.identifier "
+    "with system http://fhir.nl/fhir/NamingSystem/agb-z and the practice's AGB code"
+)
 
 
-def _piece(found: list[Problem], field: str, read: Callable[[], _T]) -> _T | None:
-    """``read()``, or None with its problem added to ``found``."""
-    try:
-        return read()
-    except DecodeError as exc:
-        found.append(Problem(exc.reason, exc.detail, field))
-        return None
+def _id_of(actor: Reference | None, ident: str | None) -> str | None:
+    """The actor's id: what its reference names (``ident``), else its identifier's value."""
+    if ident:
+        return ident
+    if actor is not None and actor.identifier is not None:
+        return actor.identifier.value
+    return None
 
 
 # --------------------------------------------------------------------------- pieces
@@ -752,15 +828,6 @@ def _reference(reference: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _actor_id(actor: Reference | None) -> str | None:
-    _, ident = _actor(actor)
-    if ident:
-        return ident
-    if actor is not None and actor.identifier is not None:
-        return actor.identifier.value
-    return None
-
-
 def _display(actor: Reference | None) -> str:
     return (actor.display or "") if actor is not None else ""
 
@@ -777,25 +844,12 @@ def _concept_text(concept: CodeableConcept | None) -> str | None:
 def _coded(concept: CodeableConcept | None) -> dict[str, Any] | None:
     if concept is None:
         return None
-    coding = next((c for c in concept.coding if c.code), None)
-    if coding is not None:
-        return {"code": coding.code, "display": coding.display or concept.text or ""}
+    for coding in concept.coding:
+        if coding.code:
+            return {"code": coding.code, "display": coding.display or concept.text or ""}
     if concept.text:
         return {"code": concept.text[:64], "display": concept.text}
     return None
-
-
-def _practice_id(locations: list[Participant]) -> str:
-    for participant in locations:
-        actor = participant.actor
-        identifier = actor.identifier if actor is not None else None
-        if identifier is not None and identifier.system in AGB_SYSTEMS:
-            return identifier.value or ""
-    raise DecodeError(
-        "missing_field",
-        "practice_id: no practice AGB code; give a Location participant an actor.identifier "
-        "with system http://fhir.nl/fhir/NamingSystem/agb-z and the practice's AGB code",
-    )
 
 
 def _sequence(meta: Meta) -> int:
@@ -824,32 +878,3 @@ def _sequence(meta: Meta) -> int:
         "sequence (meta.versionId / meta.lastUpdated): give meta.versionId as an integer that "
         "grows with every change, or meta.lastUpdated",
     )
-
-
-def _bsn_problem(actor: Reference | None) -> Problem | None:
-    identifier = actor.identifier if actor is not None else None
-    if identifier is not None and identifier.system in BSN_SYSTEMS:
-        return Problem(
-            "bsn_like_patient_id",
-            "participant actor.identifier: a person is named by BSN; send the pseudonymous "
-            "portal id (Patient/{id}) instead",
-            "patient",
-        )
-    return None
-
-
-def _patient(patients: list[Participant]) -> dict[str, Any] | None:
-    if not patients:
-        return None
-    if len(patients) > 1:
-        raise DecodeError(
-            "invalid_field",
-            "patient (Patient participant): more than one Patient; send one Appointment per "
-            "patient",
-        )
-    participant = patients[0]
-    actor = participant.actor
-    patient: dict[str, Any] = {"id": _actor_id(actor)}
-    if participant.required is not None:
-        patient["required"] = participant.required
-    return patient

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devkit.demo.pipeline import MESSAGE_ID_DOMAIN, Pipeline
-from devkit.demo.workload import generate
+from devkit.demo.workload import Workload, generate
 from schemas import PracticeConfig
 from services.common.settings import KafkaSettings
 from services.notifier.email import message_id_for
@@ -45,24 +45,37 @@ async def test_config_changes_reach_running_services(
     pipeline = Pipeline(kafka=kafka_settings, out_dir=tmp_path)
     try:
         await pipeline.start_infrastructure()
-        workload = generate(
-            now=datetime.now(UTC),
-            practices=3,
-            patients=10,
-            appointments=12,
-            disabled_practices=1,
-            # Due 60-90 s from now: the switch below must reach the services first, even
-            # when a loaded machine takes half a minute to start them.
-            lead=(60.0, 90.0),
-            push_factory=None,
-            messy=False,
-        )
+
+        def workload_from_now(lead: tuple[float, float]) -> Workload:
+            return generate(
+                now=datetime.now(UTC),
+                practices=3,
+                patients=10,
+                appointments=12,
+                disabled_practices=1,
+                lead=lead,
+                push_factory=None,
+                messy=False,
+            )
+
+        # Configs and consent first (they do not depend on the clock); the bookings once
+        # the services are ready, so that a slow start does not eat into their lead.
+        workload = workload_from_now((60.0, 90.0))
         switched_on, stays_on, switched_off = workload.practices
         assert not switched_on.reminders_enabled and stays_on.reminders_enabled
         await pipeline.publish_configs(workload.practices)
-        await pipeline.publish_preferences(workload.preferences)
+        consent = workload.preferences
+        await pipeline.publish_preferences(consent)
         pipeline.start_services()
         await pipeline.wait_ready()
+        # The same seed: the same practices and patients, bookings due 25-50 s from now,
+        # time enough for the two switches below (a few seconds of CLI) to reach the
+        # services before most of them fall due.
+        workload = workload_from_now((25.0, 50.0))
+        assert workload.practices == [switched_on, stays_on, switched_off]
+        assert [p.model_dump(exclude={"updated_at"}) for p in workload.preferences] == [
+            p.model_dump(exclude={"updated_at"}) for p in consent
+        ]
         await pipeline.publish_events(workload.events)
 
         # While the services run and the reminders are scheduled: the practice admin
