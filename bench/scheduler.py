@@ -6,7 +6,8 @@
         [--prefix PREFIX] [--steps raw,load,firing]
 
 ``memory``: the pending reminders through the real path (read_appointment, Planner,
-PartitionTimers), 12 partitions, in this process: resident memory above the baseline,
+PartitionTimers, each table sized as a load sizes it), 12 partitions, in this process:
+resident memory above the baseline,
 per pending reminder (target: at most 200 bytes). ``--ids long`` uses UUIDs for the
 appointment and patient ids (the worst realistic case), ``short`` an AGB code, a
 10-digit HIS id and a 19-character portal id.
@@ -123,8 +124,15 @@ def appointments(count: int, now: datetime, *, shape: str = "short") -> Iterator
 def bench_memory(count: int, shape: str) -> None:
     now = datetime.now(UTC)
     planners = [Planner(PartitionTimers(), lambda _: DEFAULT_POLICY) for _ in range(PARTITIONS)]
+    # as a load sizes each partition's table from its offsets (here: its appointments)
+    of_practice = {n: partition_for(practice(n), PARTITIONS) for n in range(PRACTICES)}
+    per_partition = [0] * PARTITIONS
+    for n in range(count):
+        per_partition[of_practice[n % PRACTICES]] += 1
     gc.collect()
     baseline = rss_bytes()
+    for planner, records in zip(planners, per_partition, strict=True):
+        planner.timers.reserve(records)
     started = time.perf_counter()
     for key, value in appointments(count, now, shape=shape):
         state = read_appointment(value)

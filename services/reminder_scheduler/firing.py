@@ -130,6 +130,7 @@ class PartitionWorker:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # held for the length of a transaction
         self._tombstones: set[bytes] = set()
+        self._our_practices: set[str] = set()
         self._next_retention_scan = 0.0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -244,7 +245,11 @@ class PartitionWorker:
             )
             fired_tp = TopicPartition(ctx.topics.reminders_fired, self.partition)
             ends = await loader.end_offsets([self.tp, fired_tp])
+            begins = await loader.beginning_offsets([self.tp])
             self.planner = self._new_planner()
+            # the partition's offsets bound its keys (fired markers share them): the
+            # table is sized once rather than rehashed again and again as the load fills it
+            self.planner.timers.reserve(ends[self.tp] - begins[self.tp])
             self._tombstones.clear()
             await ctx.consumer.seek_to_beginning(self.tp)
             ctx.consumer.resume(self.tp)
@@ -335,6 +340,8 @@ class PartitionWorker:
         appointment_of = self.planner.appointment
         partition_of = self.ctx.partition_of
         partition = self.partition
+        # practice ids known to be on this partition (a set test instead of a call)
+        ours = self._our_practices
         counted = self.state == "loaded"
         for record in records:
             key, value = record.key, record.value
@@ -345,8 +352,14 @@ class PartitionWorker:
                     appointment = read_appointment(value)
                     practice_id = appointment.practice_id
                     if (
+                        practice_id not in ours
+                        and len(ours) < 100_000
+                        and partition_of(practice_id) == partition
+                    ):
+                        ours.add(practice_id)
+                    if (
                         key != f"{practice_id}/{appointment.appointment_id}".encode()
-                        or partition_of(practice_id) != partition
+                        or practice_id not in ours
                     ):
                         letter = self.apply(record, now)  # names why
                     else:

@@ -44,8 +44,6 @@ REMINDED_STATUS = "booked"
 # What happened to a timer, as counted by reminders_scheduler_timers_total{event}.
 Event = Literal["planned", "rescheduled", "cancelled", "fired", "missed"]
 
-_new_fields = tuple.__new__  # TimerFields(...) without the keyword-argument layer
-
 
 class Fire(NamedTuple):
     """A timer to fire now: its planned due time, and the reason if there is no good moment."""
@@ -120,31 +118,35 @@ class Planner:
     # ------------------------------------------------------------------ appointments
     def appointment(self, key: bytes, appointment: AppointmentState, now: datetime) -> Event | None:
         """Apply the current state of an appointment."""
-        if appointment.status != REMINDED_STATUS:
+        practice_id, _, patient_id, status, sequence, start_us, end_us, booked_us, updated_us = (
+            appointment
+        )
+        if status != REMINDED_STATUS:
             return self._cancel(key)
-        start_us = appointment.start_us
         # booked_at at whole seconds: the timer stores it so, and plans again from it
-        booked_s = appointment.booked_us // 1_000_000
-        due_ms, reason = self._due(start_us, booked_s, self._policy_of(appointment.practice_id))
+        booked_s = booked_us // 1_000_000
+        policy = self._policy_of(practice_id)
+        planned = self._planned.get((id(policy), start_us))
+        if planned is not None and booked_s * 1000 <= planned.ms <= planned.latest_ms:
+            due_ms, reason = planned.ms, None  # _due's plain case, without the call
+        else:
+            due_ms, reason = self._due(start_us, booked_s, policy)
         if now is not self._now:  # one conversion per batch of records, not per record
             self._now, self._now_us = now, to_us(now)
         if start_us <= self._now_us:
-            if appointment.updated_us >= start_us:
+            if updated_us >= start_us:
                 return self._cancel(key)
             reason = reason or "too_late"  # missed while down: fire at once with why
-        fields = _new_fields(
-            TimerFields,
-            (
-                start_us,
-                appointment.end_us // 1_000_000,
-                booked_s,
-                appointment.sequence,
-                due_ms,
-                reason,
-                appointment.patient_id.encode(),
-            ),
+        change = self.timers.plan(
+            key,
+            start_us,
+            end_us // 1_000_000,
+            booked_s,
+            sequence,
+            due_ms,
+            reason,
+            patient_id.encode(),
         )
-        change = self.timers.upsert(key, fields)
         # identity tests: a dict keyed by the enum would hash it in Python per record
         if change is Change.PLANNED:
             return "planned"

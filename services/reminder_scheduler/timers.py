@@ -398,10 +398,81 @@ class PartitionTimers:
         assert record is not None
         return _unpack(record)
 
+    def reserve(self, count: int) -> None:
+        """Size the table for ``count`` records before a load (a partition's offsets
+        bound its appointments): no rehash of everything read so far on the way there.
+        At most half full at ``count``, as after a rehash."""
+        size = len(self._slots)
+        if self._filled or count * 2 <= size:
+            return
+        while size < count * 2:
+            size *= 2
+        self._slots = array("i", bytes(4 * size))
+        self._mask = size - 1
+
     def upsert(self, key: bytes, timer: TimerFields) -> Change:
         """Plan (or re-plan) the timer of an appointment that should be reminded."""
+        return self.plan(key, *timer)
+
+    def plan(
+        self,
+        key: bytes,
+        start_us: int,
+        end_s: int,
+        booked_s: int,
+        sequence: int,
+        due_ms: int,
+        reason: Reason | None,
+        patient_id: bytes,
+    ) -> Change:
+        """:meth:`upsert` with the fields as arguments (the load's path: one call per
+        appointment, no ``TimerFields`` built); a key not seen before is inserted without
+        the general probe loop when its first slot is free."""
+        flags = _PENDING | (_REASON_CODE[reason] << _REASON_SHIFT)
+        if not (0 <= end_s <= _U32 and 0 <= booked_s <= _U32):
+            end_s, booked_s = _u32(end_s), _u32(booked_s)
+        slots = self._slots
+        slot = hash(key) & self._mask
+        if slots[slot] == _EMPTY:
+            record = (
+                _HEAD.pack(start_us, due_ms, end_s, booked_s, sequence, 0, 0, flags, len(key))
+                + key
+                + patient_id
+            )
+            records = self._records
+            if self._free:
+                index = self._free.pop()
+                records[index] = record
+            else:
+                index = len(records)
+                records.append(record)
+            slots[slot] = index + 1
+            self._filled += 1
+            self._live += 1
+            self.pending += 1
+            if self._filled * 2 > len(slots):
+                self._rehash()
+            bucket = due_ms // self._bucket_ms
+            entries = self._buckets.get(bucket)
+            if entries is not None and bucket > self._drained:
+                entries.append(index)
+            else:
+                self._enqueue(index, due_ms)
+            return Change.PLANNED
+        return self._upsert(key, start_us, end_s, booked_s, sequence, due_ms, flags, patient_id)
+
+    def _upsert(
+        self,
+        key: bytes,
+        start_us: int,
+        end_s: int,
+        booked_s: int,
+        sequence: int,
+        due_ms: int,
+        flags: int,
+        patient_id: bytes,
+    ) -> Change:
         index, slot = self._find(key)
-        flags = _PENDING | (_REASON_CODE[timer.reason] << _REASON_SHIFT)
         fired_s = fired_end_s = 0
         old: bytes | None = None
         if index >= 0:
@@ -411,7 +482,7 @@ class PartitionTimers:
                 _HEAD.unpack_from(old)
             )
             if old_flags & _MARKER:
-                if fired_s == timer.start_us // 1_000_000:
+                if fired_s == start_us // 1_000_000:
                     if old_flags & _PENDING:
                         self._records[index] = _Parts(
                             key, fired_s=fired_s, fired_end_s=fired_end_s, flags=_MARKER
@@ -419,39 +490,36 @@ class PartitionTimers:
                         self.pending -= 1
                     return Change.ALREADY_FIRED
                 flags |= _MARKER
-        end_s, booked_s = timer.end_s, timer.booked_s
-        if not (0 <= end_s <= _U32 and 0 <= booked_s <= _U32):
-            end_s, booked_s = _u32(end_s), _u32(booked_s)
         record = (
             _HEAD.pack(
-                timer.start_us,
-                timer.due_ms,
+                start_us,
+                due_ms,
                 end_s,
                 booked_s,
-                timer.sequence,
+                sequence,
                 fired_s,
                 fired_end_s,
                 flags,
                 len(key),
             )
             + key
-            + timer.patient_id
+            + patient_id
         )
         if old is None:
             index = self._insert(slot, record)
             self.pending += 1
-            self._enqueue(index, timer.due_ms)
+            self._enqueue(index, due_ms)
             return Change.PLANNED
         if record == old:
             return Change.UNCHANGED
         self._records[index] = record
         if not old_flags & _PENDING:
             self.pending += 1
-            self._enqueue(index, timer.due_ms)
+            self._enqueue(index, due_ms)
             return Change.PLANNED
-        if old_due_ms != timer.due_ms:
-            self._enqueue(index, timer.due_ms)
-        if old_start_us != timer.start_us or old_due_ms != timer.due_ms:
+        if old_due_ms != due_ms:
+            self._enqueue(index, due_ms)
+        if old_start_us != start_us or old_due_ms != due_ms:
             return Change.RESCHEDULED
         return Change.UPDATED
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.models import Appointment, FiredMarker, ReminderDue, reminder_id_for
@@ -138,3 +141,39 @@ def test_the_bulk_sample_is_a_valid_appointment() -> None:
     appointment = decode(Appointment, value)
     assert appointment.meeting.is_meeting and appointment.start == START
     assert read_appointment(value).key == "01234567/A-9"
+
+
+_ID_CHARS = st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Z"))
+_IDS = st.one_of(
+    st.text(alphabet="Az09._:-/ ", max_size=70),
+    st.text(alphabet=_ID_CHARS, max_size=70),
+    st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,66}", fullmatch=True),
+)
+
+
+# The contract's identifier pattern (schemas.models), whole string; the contract strips
+# whitespace first, the scheduler refuses what booking_events would have stripped.
+_CONTRACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+@settings(max_examples=400, deadline=None)
+@given(appointment_id=_IDS, patient_id=_IDS)
+def test_accepts_exactly_the_ids_of_the_contracts_pattern(
+    appointment_id: str, patient_id: str
+) -> None:
+    doc = appointment_doc(appointment_id=appointment_id, patient={"id": patient_id})
+    bsn_like = len(patient_id) in (8, 9) and patient_id.isascii() and patient_id.isdigit()
+    expected = (
+        _CONTRACT_ID.fullmatch(appointment_id) is not None
+        and _CONTRACT_ID.fullmatch(patient_id) is not None
+        and not bsn_like
+    )
+    try:
+        read_appointment(json.dumps(doc).encode())
+        accepted = True
+    except DecodeError as exc:
+        accepted = False
+        assert exc.reason == "invalid"
+    assert accepted == expected
+    if expected:
+        Appointment.model_validate(doc)  # and the contract accepts it too

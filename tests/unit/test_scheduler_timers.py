@@ -252,3 +252,18 @@ def test_a_marker_after_a_pop_lands_on_its_key_when_the_record_moved_meanwhile()
     assert timers.marker(b"p/a") == (2_000_000_000, 2_000_000_600)
     assert timers.marker(b"p/b") is None
     assert timers.get(b"p/b") is not None and timers.pending == 1
+
+
+def test_a_table_reserved_for_a_load_holds_and_finds_every_key_in_due_order() -> None:
+    timers = PartitionTimers(bucket_ms=MINUTE_MS)
+    timers.reserve(3000)
+    keys = [f"0123/appointment-{n}".encode() for n in range(3000)]
+    for n, key in enumerate(keys):
+        assert timers.upsert(key, fields(2_000_000_000, T0 + (n * 7919) % 3000)) is Change.PLANNED
+    for n, key in enumerate(keys):
+        again = fields(2_000_000_000, T0 + (n * 7919) % 3000)
+        assert timers.upsert(key, again) is Change.UNCHANGED
+    assert len(timers) == timers.pending == 3000
+    got = timers.pop_due(T0 + 3000, 10_000)
+    assert [t.due_ms for t in got] == sorted(t.due_ms for t in got)
+    assert sorted(t.key for t in got) == sorted(keys)
