@@ -13,7 +13,7 @@ batch time (decide + send + transaction), the transactions per second and the no
 CPU per reminder (less sensitive than reminders/s to other load on a shared machine).
 
 Both the notifier and its floor run on the event loop the notifier's app names
-(``services.notifier.app.loop_factory``: uvloop where installed, as ``reminders run
+(``services.common.loops.preferred_loop``: uvloop where installed, as ``reminders run
 notifier`` runs it), one ``asyncio.Runner`` per round: the same loop for both, so the
 ratio compares the notifier with the mail library, not one loop with another.
 
@@ -59,6 +59,7 @@ from schemas.models import (
 )
 from schemas.topics import Topics
 from services.common.kafka import create_topics, make_producer
+from services.common.loops import preferred_loop
 from services.common.settings import (
     KafkaSettings,
     MetricsSettings,
@@ -70,7 +71,7 @@ from services.domain.codec import encode
 from services.domain.mime import ComposedMail
 from services.domain.partition import partition_for
 from services.domain.render import render_reminder
-from services.notifier.app import NotifierService, loop_factory
+from services.notifier.app import NotifierService
 from services.notifier.delivery import Deliverer
 from services.notifier.patient_mail import patient_mail_from_settings
 from services.notifier.retry import RetryPolicy
@@ -260,7 +261,7 @@ def main() -> int:
     sink.start()
     port = parent.recv()
     try:
-        factory = loop_factory()
+        factory = preferred_loop()  # what the notifier app names as its loop_factory
         loop_name = "asyncio" if factory is None else f"{factory.__module__.split('.')[0]}"
         print(
             f"notifier end to end: {args.reminders} reminders, {args.practices} practices, "

@@ -29,6 +29,7 @@ from services.common.kafka import (
     explain_unreachable,
     keep_trying_broker,
 )
+from services.common.loops import LoopFactory
 from services.common.metrics import LagMonitor, track_readiness
 from services.common.settings import Settings
 
@@ -74,6 +75,8 @@ class ServiceApp(FastStream):
     """A FastStream app that remembers why it stopped: ``exit_code`` 0, or EXIT_REFUSED."""
 
     exit_code: int = 0
+    # The event loop ``reminders run`` runs it on (None: asyncio's own).
+    loop_factory: LoopFactory | None = None
 
     def refuse(self) -> None:
         self.exit_code = EXIT_REFUSED

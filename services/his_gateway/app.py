@@ -8,10 +8,8 @@ and ``/metrics`` on the gateway's own port, beside the API and ``/openapi.json``
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
-from collections.abc import Callable
 from typing import Final
 
 import uvicorn
@@ -23,6 +21,7 @@ from services.common.db import (
     require_current_schema,
     session_factory,
 )
+from services.common.loops import preferred_loop
 from services.common.metrics import track_readiness
 from services.common.runtime import EXIT_REFUSED
 from services.common.settings import Settings
@@ -51,17 +50,6 @@ def build_gateway(settings: Settings) -> Gateway:
     )
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where it is installed (a dependency, except on Windows): the gateway spends a
-    good part of each request in the event loop and the transports."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 class GatewayApp:
     """``exit_code`` is 0, or EXIT_REFUSED when the settings or the schema cannot work.
     ``reminders run`` runs it on ``loop_factory``."""
@@ -69,7 +57,8 @@ class GatewayApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.exit_code = 0
-        self.loop_factory = _loop_factory()
+        # The gateway spends a good part of each request in the loop and the transports.
+        self.loop_factory = preferred_loop()
 
     def _refuse(self, reason: str) -> None:
         log.error(

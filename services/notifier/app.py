@@ -20,13 +20,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
 from schemas.models import Outcome
@@ -34,8 +32,9 @@ from schemas.topics import Topics
 from services.common.clock import Clock, SystemClock
 from services.common.health import loops_alive
 from services.common.kafka import admin_client, check_partitions, make_consumer, make_producer
+from services.common.loops import preferred_loop
 from services.common.partitions import Batches, GroupMember
-from services.common.runtime import StartRefused, make_app, make_broker, module_app
+from services.common.runtime import ServiceApp, StartRefused, make_app, make_broker, module_app
 from services.common.settings import PushSettings, Settings, SmtpSettings
 from services.notifier.delivery import Deliverer, EmailTransport, PushTransport
 from services.notifier.dkim import DkimSigner, DkimSigningTransport, load_dkim_key
@@ -50,7 +49,6 @@ __all__ = [
     "NAME",
     "NotifierService",
     "create_app",
-    "loop_factory",
     "smtp_options",
     "vapid_options",
 ]
@@ -61,19 +59,6 @@ log = logging.getLogger(__name__)
 NAME: Final = "notifier"
 
 _WORKER_RESTART_SECONDS = 5.0
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The notifier's event loop: uvloop where it is installed (a dependency, except on
-    Windows), else asyncio's. The notifier spends much of each reminder in the loop and
-    its transports (SMTP sessions, Kafka round trips); ``reminders run notifier`` and
-    bench/notifier.py run it on this."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def smtp_options(settings: SmtpSettings) -> SmtpOptions:
@@ -411,12 +396,13 @@ def create_app(
     clock: Clock | None = None,
     smtp: EmailTransport | None = None,
     push: PushTransport | None = None,
-) -> FastStream:
+) -> ServiceApp:
     """The FastStream app of ``reminders run notifier``; transports for tests. Its
     ``loop_factory`` names the event loop ``reminders run`` runs it on."""
     app = make_app(NotifierService(settings, clock=clock, smtp=smtp, push=push), settings)
-    # Read by services/cli/run.py with getattr, as the gateway's GatewayApp.loop_factory.
-    setattr(app, "loop_factory", loop_factory())  # noqa: B010
+    # The notifier spends much of each reminder in the loop and its transports (SMTP
+    # sessions, Kafka round trips); bench/notifier.py runs it and its floor on this loop.
+    app.loop_factory = preferred_loop()
     return app
 
 
