@@ -17,10 +17,11 @@ Each outcome record carries the due record it answers in its headers
 The in-flight marker. Before a batch sends anything, the batch's first offset is
 committed with the metadata ``inflight:<end>``: by the transaction of the batch before it
 when this batch was queued by then (see services/notifier/engine.py), else by an offset
-commit of its own; the transaction that commits the outcomes replaces it. If the owner dies between the two, the next owner finds the marker
-and knows which due records may have been accepted by the mail server or push service
-just before the crash: it counts every one of them that it sends again as a possible
-duplicate (an upper bound: some were never sent).
+commit of its own; the transaction that commits the outcomes replaces it. If the owner
+dies between the two, the next owner finds the marker and knows which due records may
+have been accepted by the mail server or push service just before the crash: it counts
+every one of them that it sends again as a possible duplicate (an upper bound: some were
+never sent).
 """
 
 from __future__ import annotations
