@@ -65,6 +65,8 @@ class TopicFollower:
         self._partitions: set[int] = set()
         self._targets: dict[int, int] = {}  # partition -> end offset to reach for "loaded"
         self._loaded: dict[int, asyncio.Event] = {}
+        # partition -> the consumer's position once the records before it were applied
+        self._applied: dict[int, int] = {}
         self._lock = asyncio.Lock()
         self._progress = asyncio.Condition()
         self.load_seconds: dict[int, float] = {}
@@ -127,6 +129,8 @@ class TopicFollower:
             await consumer.seek_to_beginning(*tps)
             now = time.monotonic()
             for tp in tps:
+                self._applied.pop(tp.partition, None)
+            for tp in tps:
                 self._targets[tp.partition] = ends[tp]
                 self._loaded[tp.partition] = asyncio.Event()
                 self._load_started[tp.partition] = now
@@ -160,6 +164,7 @@ class TopicFollower:
                 if tp.partition in self._partitions:
                     consumer.seek(tp, offset)
             for p in gone:
+                self._applied.pop(p, None)
                 self._targets.pop(p, None)
                 event = self._loaded.pop(p, None)
                 if event is not None:
@@ -179,9 +184,12 @@ class TopicFollower:
         return event is not None and event.is_set()
 
     async def catch_up(self, partitions: Iterable[int], timeout: float = 10.0) -> bool:
-        """Wait until everything committed to these partitions by now has been applied.
+        """Wait until everything a read_committed reader can see in these partitions by
+        now has been applied.
 
-        The notifier uses this to read the latest appointment state at send time.
+        The notifier uses this to read the latest appointment state at send time. (Kafka
+        shows a transaction once its commit markers are written, a few milliseconds after
+        the producer's commit returns.)
         """
         consumer = self._consumer
         assert consumer is not None
@@ -190,26 +198,27 @@ class TopicFollower:
             return True
         ends = await self._end_offsets(wanted)
 
-        async def reached() -> bool:
-            for tp, end in ends.items():
-                if tp.partition not in self._partitions:
-                    continue
-                if await consumer.position(tp) < end:
-                    return False
-            return True
+        def reached() -> bool:
+            # What the loop has applied, not the consumer's position: that moves when a
+            # batch is fetched, before the batch is in the table.
+            applied = self._applied
+            return all(
+                applied.get(tp.partition, -1) >= end
+                for tp, end in ends.items()
+                if tp.partition in self._partitions
+            )
 
         deadline = time.monotonic() + timeout
+        if reached():
+            return True
         async with self._progress:
-            while not await reached():
+            while not reached():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._progress.wait(), timeout=min(remaining, 0.2))
-        # Positions move when a batch is fetched, before it is applied: the loop holds the
-        # lock while applying, so taking it here waits for that batch to be in the table.
-        async with self._lock:
-            return True
+        return True
 
     # ------------------------------------------------------------------ the loop
     async def _mark_loaded(self, consumer: AIOKafkaConsumer) -> None:
@@ -229,14 +238,21 @@ class TopicFollower:
                 if not self._partitions:
                     await asyncio.sleep(0.05)
                     continue
+                # Wait for records without the lock: catch_up() must not wait out a
+                # fetch long-poll when everything is applied already.
+                batches = await consumer.getmany(timeout_ms=100)
                 async with self._lock:
-                    batches = await consumer.getmany(timeout_ms=100)
                     for tp, records in batches.items():
                         if tp.partition not in self._partitions:
                             continue
                         for record in records:
                             await self._apply_record(tp.partition, record)
                     await self._mark_loaded(consumer)
+                    # The positions now cover exactly what is applied: only this loop
+                    # fetches, and add()/remove() seek under the lock.
+                    for tp in consumer.assignment():
+                        if tp.partition in self._partitions:
+                            self._applied[tp.partition] = await consumer.position(tp)
                 async with self._progress:
                     self._progress.notify_all()
         except asyncio.CancelledError:
