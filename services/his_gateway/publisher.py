@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,6 +55,9 @@ _FHIR_TYPE: Final = ("content-type", FHIR_CONTENT_TYPE.encode("latin-1"))
 _NATIVE_TYPE: Final = ("content-type", _NATIVE_CONTENT_TYPE.encode("latin-1"))
 _RETRY_SECONDS: Final = 2.0
 _PING_SECONDS: Final = 5.0
+# How often the records waiting for their confirmation are looked at (at most: a
+# record fails at most this much after its timeout).
+_SWEEP_SECONDS: Final = 0.25
 
 
 class PublishFailed(RuntimeError):
@@ -138,6 +143,11 @@ class KafkaPublisher:
         self._task: asyncio.Task[None] | None = None
         # The AIOKafkaProducer FastStream's broker made and owns, once connected.
         self._producer: AIOKafkaProducer | None = None
+        # Records waiting for the broker's confirmation, oldest first: (the moment it is
+        # too late, the record's future). One timer sweeps them (see _confirmed).
+        self._waiting: deque[tuple[float, asyncio.Future[RecordMetadata]]] = deque()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_seconds = min(_SWEEP_SECONDS, timeout_seconds)
 
     @property
     def connected(self) -> bool:
@@ -188,6 +198,12 @@ class KafkaPublisher:
             self._task = None
         with contextlib.suppress(Exception):
             await self.broker.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        # What the stopped producer left unconfirmed fails now rather than never.
+        while self._waiting:
+            _expire(self._waiting.popleft()[1])
         self._producer = None
         self._connected = False
 
@@ -217,16 +233,37 @@ class KafkaPublisher:
         return await self._confirmed(sent)
 
     async def _confirmed(self, sent: asyncio.Future[RecordMetadata]) -> Placement:
-        """The confirmation (acks=all) within the timeout: a timer on the loop fails the
-        future if it is still pending, cheaper than asyncio.timeout per request."""
-        timer = asyncio.get_running_loop().call_later(self._timeout, _expire, sent)
+        """The confirmation (acks=all) within the timeout. Every record has the same
+        timeout, so the waiting records queue up in the order their time runs out: one
+        timer looks at the oldest every quarter second and fails those still pending
+        past their time (at most a sweep late), instead of a loop timer per record made
+        and cancelled (2 us of every request's CPU)."""
+        if not sent.done():
+            self._waiting.append((time.monotonic() + self._timeout, sent))
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().call_later(
+                    self._sweep_seconds, self._sweep
+                )
         try:
             metadata = await sent
         except Exception as exc:
             raise PublishFailed(str(exc) or type(exc).__name__) from exc
-        finally:
-            timer.cancel()
         return Placement(partition=metadata.partition, offset=metadata.offset)
+
+    def _sweep(self) -> None:
+        """Forget the confirmed records at the head of the queue, fail those whose time
+        is up, and look again later while any record waits."""
+        waiting = self._waiting
+        now = time.monotonic()
+        while waiting:
+            deadline, sent = waiting[0]
+            if not sent.done() and deadline > now:
+                break
+            waiting.popleft()
+            _expire(sent)
+        self._sweeper = None
+        if waiting:
+            self._sweeper = asyncio.get_running_loop().call_later(self._sweep_seconds, self._sweep)
 
     async def _send(
         self, producer: AIOKafkaProducer, record: OutRecord, partition: int

@@ -68,3 +68,54 @@ async def test_the_brokers_own_producer_gets_the_record_with_key_partition_and_h
         ("correlation_id", b"c-1"),
     ]
     assert native["headers"] == [("content-type", b"application/json"), ("correlation_id", b"c-2")]
+
+
+class _ManualProducer(AIOKafkaProducer):  # type: ignore[misc]
+    """Hands out the records' futures for the test to confirm (or not)."""
+
+    def __init__(self) -> None:  # no connection: only send is used
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send(self, topic: str, value: Any = None, **options: Any) -> asyncio.Future[Any]:
+        sent: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(sent)
+        return sent
+
+
+async def test_confirmed_records_leave_the_queue_and_only_the_unconfirmed_one_fails() -> None:
+    from aiokafka.structs import RecordMetadata
+
+    publisher = KafkaPublisher(Settings(), timeout_seconds=0.1)
+    producer = _ManualProducer()
+    publisher._producer = producer
+    publisher._connected, publisher._partitions = True, 12
+    record = OutRecord("01054321", b"{}", fhir=True, correlation_id="c-1")
+    tasks = [asyncio.ensure_future(publisher.publish(record)) for _ in range(3)]
+    await asyncio.sleep(0)
+    first, pending, last = producer.futures
+    first.set_result(RecordMetadata(publisher.topic, 3, None, 7, 0, 0, None))
+    last.set_result(RecordMetadata(publisher.topic, 3, None, 8, 0, 0, None))
+    placement = await tasks[0]
+    assert (placement.partition, placement.offset) == (3, 7)
+    assert (await tasks[2]).offset == 8
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(PublishFailed, match="did not confirm"):
+        await tasks[1]
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert pending.done()
+    await asyncio.sleep(0.2)  # the sweeps have nothing left to look at, and stop
+    assert not publisher._waiting and publisher._sweeper is None
+
+
+async def test_stop_fails_what_is_still_waiting() -> None:
+    publisher = KafkaPublisher(Settings(), timeout_seconds=30)
+    publisher._producer = _ManualProducer()
+    publisher._connected, publisher._partitions = True, 12
+    waiting = asyncio.ensure_future(
+        publisher.publish(OutRecord("01054321", b"{}", fhir=True, correlation_id="c-1"))
+    )
+    await asyncio.sleep(0)
+    publisher.broker = None  # type: ignore[assignment]  # stop's broker.stop() fails quietly
+    await publisher.stop()
+    with pytest.raises(PublishFailed, match="did not confirm"):
+        await waiting
