@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -44,6 +44,7 @@ from aiokafka.errors import (
     ProducerFenced,
     TransactionCoordinatorFenced,
 )
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from schemas.topics import Topics
 from services.common.kafka import (
@@ -288,18 +289,31 @@ class TransactionalPartition:
             if pairs:
                 # a burst's thousands of records as they are: no tuple made per record
                 places.setdefault(place, []).append((pairs, None))
+        # One batch of each topic-partition in turn: aiokafka holds one batch per
+        # topic-partition until a produce request takes it, and keeps one request in
+        # flight, so a request carries a batch of every topic-partition (a burst's
+        # reminders and their markers together) rather than one after the other.
+        producer = self._producer
+        pending = [
+            self._batches_of(topic, partition, runs) for (topic, partition), runs in places.items()
+        ]
         futures: list[asyncio.Future[Any]] = []
-        for (topic, partition), runs in places.items():
-            futures += await self._send_to(topic, partition, runs)
+        while pending:
+            for batches in list(pending):
+                built = next(batches, None)
+                if built is None:
+                    pending.remove(batches)
+                    continue
+                batch, topic, partition = built
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
-    async def _send_to(
+    def _batches_of(
         self, topic: str, partition: int, runs: Sequence[_Run]
-    ) -> list[asyncio.Future[Any]]:
+    ) -> Iterator[tuple[BatchBuilder, str, int]]:
         """One topic-partition's records, in order, in as many batches as they fill. A run
         is ``(key, value)`` pairs with their headers, or ``None`` for no headers."""
         producer = self._producer
-        futures: list[asyncio.Future[Any]] = []
         batch = producer.create_batch()
         for pairs, headers in runs:
             for (key, value), record_headers in zip(
@@ -309,12 +323,11 @@ class TransactionalPartition:
                     batch.append(key=key, value=value, timestamp=None, headers=record_headers)
                     is None
                 ):
-                    # full: send it, start the next one with this record
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    # full: hand it over, start the next one with this record
+                    yield batch, topic, partition
                     batch = producer.create_batch()
                     batch.append(key=key, value=value, timestamp=None, headers=record_headers)
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
+        yield batch, topic, partition
 
 
 class PartitionHandler(Protocol):
