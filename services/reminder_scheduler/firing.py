@@ -78,6 +78,9 @@ WorkerState = Literal["loading", "loaded", "fenced", "stopped"]
 CRASH_EXIT_CODE = 137
 _FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 _RETRY_SECONDS = 2.0
+# How long a fetch of the loader (fired markers, the DLQ watermark) waits for data, and
+# its back-off before it asks again.
+_LOADER_WAIT_MS = 20
 # reminders_scheduler_timers_total{event}, looked up once per event
 _TIMER_COUNTERS: dict[str, Counter] = {}
 
@@ -237,15 +240,27 @@ class PartitionWorker:
         )
         await producer.open()  # fences the partition's earlier owner
         self._producer = producer
-        loader = make_consumer(ctx.settings.kafka, group_id=None, max_poll_records=10000)
+        # A broker answers the requests of a connection in order: an offsets request sent
+        # while the loader's fetch waits for data (fetch_max_wait_ms, 500 ms by default)
+        # waits as long. The loader reads to known ends, so its fetches wait little, and
+        # the offsets are asked before it is assigned anything to fetch.
+        loader = make_consumer(
+            ctx.settings.kafka,
+            group_id=None,
+            max_poll_records=10000,
+            fetch_max_wait_ms=_LOADER_WAIT_MS,
+            # each topic it has no metadata for yet costs a retry of the offsets request
+            retry_backoff_ms=_LOADER_WAIT_MS,
+        )
         await loader.start()
         try:
-            self.dead_letters_until = await dead_letter_watermark(
-                loader, ctx.topics.appointments, self.partition
-            )
             fired_tp = TopicPartition(ctx.topics.reminders_fired, self.partition)
-            ends = await loader.end_offsets([self.tp, fired_tp])
+            dlq_tp = TopicPartition(Topics.dlq(ctx.topics.appointments), self.partition)
+            ends = await loader.end_offsets([self.tp, fired_tp, dlq_tp])
             begins = await loader.beginning_offsets([self.tp])
+            self.dead_letters_until = await dead_letter_watermark(
+                loader, ctx.topics.appointments, self.partition, end=ends[dlq_tp]
+            )
             self.planner = self._new_planner()
             # the partition's offsets bound its keys (fired markers share them): the
             # table is sized once rather than rehashed again and again as the load fills it
