@@ -16,7 +16,8 @@ appointment and patient ids (the worst realistic case), ``short`` an AGB code, a
 
 1. fills appointments.v1 (12 partitions) with ``--count`` booked appointments over the
    next days (every one a pending reminder); ``--prefix`` reuses an earlier fill;
-2. raw: how fast aiokafka alone reads that topic (the floor under the load time);
+2. raw: how fast aiokafka alone reads that topic (the floor under the load time), with
+   the fetch sizes of the scheduler's consumer;
 3. load: a SchedulerService in this process, from start() until it reports ready
    (target: 1,000,000 in at most 30 s); then ingest: ``--changes`` reschedules published
    while the service's consumer is paused, and the time until it has applied them all
@@ -74,7 +75,7 @@ from services.reminder_scheduler.due_time import DEFAULT_POLICY  # noqa: E402
 from services.reminder_scheduler.planner import Planner  # noqa: E402
 from services.reminder_scheduler.records import read_appointment  # noqa: E402
 from services.reminder_scheduler.samples import appointment_value, publish  # noqa: E402
-from services.reminder_scheduler.service import SchedulerService  # noqa: E402
+from services.reminder_scheduler.service import FETCH_SIZES, SchedulerService  # noqa: E402
 from services.reminder_scheduler.timers import PartitionTimers  # noqa: E402
 
 PARTITIONS = 12
@@ -216,9 +217,10 @@ async def fill(kafka: KafkaSettings, count: int) -> None:
 
 
 async def raw_read(kafka: KafkaSettings) -> tuple[float, float]:
-    """How fast aiokafka alone reads appointments.v1: (wall-clock, CPU) seconds."""
+    """How fast aiokafka alone reads appointments.v1: (wall-clock, CPU) seconds, with the
+    fetch sizes of the scheduler's appointment consumer."""
     topic = Topics(kafka.topic_prefix).appointments
-    consumer = make_consumer(kafka, group_id=None, max_poll_records=5000)
+    consumer = make_consumer(kafka, group_id=None, **FETCH_SIZES)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(kafka.partitions)]

@@ -468,17 +468,21 @@ class GroupMember:
             raise
 
 
-async def dead_letter_watermark(loader: AIOKafkaConsumer, source_topic: str, partition: int) -> int:
+async def dead_letter_watermark(
+    loader: AIOKafkaConsumer, source_topic: str, partition: int, *, end: int | None = None
+) -> int:
     """The source offset of the last dead letter of ``source_topic`` ``partition``.
 
     For services that read an input from its beginning on every assignment (no committed
     offsets): records up to this offset were dead-lettered by an earlier owner and are
     not sent to the DLQ again. Dead letters are written in transactions, so the last
     offsets of the DLQ are commit markers (and aborted records, which a read_committed
-    ``loader`` skips): it reads back from the end in growing windows.
+    ``loader`` skips): it reads back from the end in growing windows. ``end``: the DLQ
+    partition's end offset, if the caller asked for it already.
     """
     tp = TopicPartition(Topics.dlq(source_topic), partition)
-    end = (await loader.end_offsets([tp]))[tp]
+    if end is None:
+        end = (await loader.end_offsets([tp]))[tp]
     loader.assign([tp])
     window = 4
     start = end

@@ -78,6 +78,9 @@ WorkerState = Literal["loading", "loaded", "fenced", "stopped"]
 CRASH_EXIT_CODE = 137
 _FENCED: tuple[type[Exception], ...] = (PartitionFenced, *FENCED)
 _RETRY_SECONDS = 2.0
+# How long a fetch of the loader (fired markers, the DLQ watermark) waits for data, and
+# its back-off before it asks again.
+_LOADER_WAIT_MS = 20
 # reminders_scheduler_timers_total{event}, looked up once per event
 _TIMER_COUNTERS: dict[str, Counter] = {}
 
@@ -130,6 +133,7 @@ class PartitionWorker:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # held for the length of a transaction
         self._tombstones: set[bytes] = set()
+        # practice ids read and found on this partition (plan_fetched plans theirs)
         self._our_practices: set[str] = set()
         self._next_retention_scan = 0.0
         self._stopping = False
@@ -237,15 +241,27 @@ class PartitionWorker:
         )
         await producer.open()  # fences the partition's earlier owner
         self._producer = producer
-        loader = make_consumer(ctx.settings.kafka, group_id=None, max_poll_records=10000)
+        # A broker answers the requests of a connection in order: an offsets request sent
+        # while the loader's fetch waits for data (fetch_max_wait_ms, 500 ms by default)
+        # waits as long. The loader reads to known ends, so its fetches wait little, and
+        # the offsets are asked before it is assigned anything to fetch.
+        loader = make_consumer(
+            ctx.settings.kafka,
+            group_id=None,
+            max_poll_records=10000,
+            fetch_max_wait_ms=_LOADER_WAIT_MS,
+            # each topic it has no metadata for yet costs a retry of the offsets request
+            retry_backoff_ms=_LOADER_WAIT_MS,
+        )
         await loader.start()
         try:
-            self.dead_letters_until = await dead_letter_watermark(
-                loader, ctx.topics.appointments, self.partition
-            )
             fired_tp = TopicPartition(ctx.topics.reminders_fired, self.partition)
-            ends = await loader.end_offsets([self.tp, fired_tp])
+            dlq_tp = TopicPartition(Topics.dlq(ctx.topics.appointments), self.partition)
+            ends = await loader.end_offsets([self.tp, fired_tp, dlq_tp])
             begins = await loader.beginning_offsets([self.tp])
+            self.dead_letters_until = await dead_letter_watermark(
+                loader, ctx.topics.appointments, self.partition, end=ends[dlq_tp]
+            )
             self.planner = self._new_planner()
             # the partition's offsets bound its keys (fired markers share them): the
             # table is sized once rather than rehashed again and again as the load fills it
@@ -334,47 +350,23 @@ class PartitionWorker:
         self, records: list[ConsumerRecord[bytes, bytes]], now: datetime
     ) -> list[DeadLetter]:
         """:meth:`apply` over a fetched batch, with the same outcome per record: the
-        common case (a good appointment under its own key, on its practice's partition)
-        inline, everything else through :meth:`apply`."""
+        plain case (a booked appointment ahead, under its own key, of a practice read
+        on this partition before) planned by :meth:`Planner.plan_fetched` without a call
+        per record, everything else through :meth:`apply`, in its place."""
         letters: list[DeadLetter] = []
-        appointment_of = self.planner.appointment
-        partition_of = self.ctx.partition_of
-        partition = self.partition
-        # practice ids known to be on this partition (a set test instead of a call)
-        ours = self._our_practices
-        counted = self.state == "loaded"
-        for record in records:
-            key, value = record.key, record.value
-            if key is None or value is None:
-                letter = self.apply(record, now)
-            else:
-                try:
-                    appointment = read_appointment(value)
-                    practice_id = appointment.practice_id
-                    if (
-                        practice_id not in ours
-                        and len(ours) < 100_000
-                        and partition_of(practice_id) == partition
-                    ):
-                        ours.add(practice_id)
-                    if (
-                        key != f"{practice_id}/{appointment.appointment_id}".encode()
-                        or practice_id not in ours
-                    ):
-                        letter = self.apply(record, now)  # names why
-                    else:
-                        event = appointment_of(key, appointment, now)
-                        if counted and event is not None:
-                            self._count(event)
-                        continue
-                except DecodeError as exc:
-                    letter = self._dead_letter(record, exc)
-                except Exception as exc:
-                    if not is_about_the_record(exc):
-                        raise
-                    letter = self._dead_letter(record, record_error(exc, record.topic))
+        apply = self.apply
+
+        def general(record: ConsumerRecord[bytes, bytes]) -> None:
+            letter = apply(record, now)
             if letter is not None:
                 letters.append(letter)
+
+        planned, rescheduled = self.planner.plan_fetched(records, now, self._our_practices, general)
+        if self.state == "loaded":
+            if planned:
+                self._count_many("planned", planned)
+            if rescheduled:
+                self._count_many("rescheduled", rescheduled)
         return letters
 
     def _apply(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> DeadLetter | None:
@@ -396,11 +388,16 @@ class PartitionWorker:
                 record,
                 DecodeError("key_mismatch", "the key is not {practice_id}/{appointment_id}"),
             )
-        if self.ctx.partition_of(appointment.practice_id) != self.partition:
-            return self._dead_letter(
-                record,
-                DecodeError("wrong_partition", "the record is not on its practice's partition"),
-            )
+        practice_id = appointment.practice_id
+        if practice_id not in self._our_practices:
+            if self.ctx.partition_of(practice_id) != self.partition:
+                return self._dead_letter(
+                    record,
+                    DecodeError("wrong_partition", "the record is not on its practice's partition"),
+                )
+            if len(self._our_practices) < 100_000:
+                # read and checked: plan_fetched plans its next appointments itself
+                self._our_practices.add(practice_id)
         self._count(self.planner.appointment(key, appointment, now))
         return None
 
@@ -430,10 +427,14 @@ class PartitionWorker:
     def _count(self, event: Event | None) -> None:
         # Loading plans the whole partition again: only live changes are counted.
         if event is not None and self.state == "loaded":
-            counter = _TIMER_COUNTERS.get(event)
-            if counter is None:
-                counter = _TIMER_COUNTERS[event] = metrics.TIMERS.labels(event=event)
-            counter.inc()
+            self._count_many(event, 1)
+
+    @staticmethod
+    def _count_many(event: Event, count: int) -> None:
+        counter = _TIMER_COUNTERS.get(event)
+        if counter is None:
+            counter = _TIMER_COUNTERS[event] = metrics.TIMERS.labels(event=event)
+        counter.inc(count)
 
     def replan_practice(self, practice_id: str) -> None:
         changed = self.planner.replan_practice(practice_id, self.ctx.clock.now())

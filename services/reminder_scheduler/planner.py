@@ -16,10 +16,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol, TypeVar
+
+import msgspec
 
 from services.reminder_scheduler.due_time import (
     Policy,
@@ -28,6 +30,11 @@ from services.reminder_scheduler.due_time import (
     planned_moment,
 )
 from services.reminder_scheduler.records import (
+    APPOINTMENT_DECODER,
+    EPOCH,
+    IDENTIFIER,
+    MAX_SEQUENCE,
+    SLOT_TIMES,
     AppointmentState,
     MarkerState,
     from_ms,
@@ -62,6 +69,19 @@ _new_fire = tuple.__new__  # Fire(...) without the keyword-argument layer
 
 _PLANNED_CACHE_SIZE = 200_000
 _US = timedelta(microseconds=1)
+
+
+class Fetched(Protocol):
+    """A fetched record of appointments.v1 (aiokafka's ConsumerRecord)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+_R = TypeVar("_R", bound=Fetched)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +173,97 @@ class Planner:
         if change is Change.RESCHEDULED:
             return "rescheduled"
         return None
+
+    def plan_fetched(
+        self,
+        records: Iterable[_R],
+        now: datetime,
+        ours: Container[str],
+        general: Callable[[_R], None],
+    ) -> tuple[int, int]:
+        """Apply a fetched batch in order, with the outcome of :func:`read_appointment`
+        and :meth:`appointment` per record: (timers planned, timers rescheduled).
+
+        The plain case, nearly every record of a load, is read and planned here without
+        a call per step: a booked appointment ahead of ``now``, under its own key, of a
+        practice in ``ours`` (read before, on this partition), with plain identifiers,
+        slot times read before and a planned moment that needs no second look. Every
+        other record goes to ``general``, in its place in the batch (which reads, plans or
+        refuses it, and counts).
+        """
+        if now is not self._now:
+            self._now, self._now_us = now, to_us(now)
+        now_us = self._now_us
+        decode = APPOINTMENT_DECODER.decode
+        identifier = IDENTIFIER.fullmatch
+        slot_times = SLOT_TIMES
+        plan = self.timers.plan
+        planned_cache = self._planned
+        policy_of = self._policy_of
+        policy_ids: dict[str, int] = {}  # id(policy) per practice, for this batch
+        planned_count = rescheduled = 0
+        for record in records:
+            key, value = record.key, record.value
+            if key is None or value is None:
+                general(record)
+                continue
+            try:
+                doc = decode(value)
+            except msgspec.MsgspecError:
+                general(record)  # names why
+                continue
+            practice_id = doc.practice_id
+            appointment_id = doc.appointment_id
+            patient_id = doc.patient.id
+            start_us = slot_times.get(doc.start)
+            end_us = slot_times.get(doc.end)
+            sequence = doc.sequence
+            if not (
+                doc.status == REMINDED_STATUS
+                and practice_id in ours
+                and start_us is not None
+                and end_us is not None
+                and now_us < start_us < end_us
+                and 0 <= sequence <= MAX_SEQUENCE
+                and (
+                    (appointment_id.isascii() and appointment_id.isalnum())
+                    or identifier(appointment_id) is not None
+                )
+                and len(appointment_id) <= 64
+                and (
+                    (patient_id.isascii() and patient_id.isalnum())
+                    or identifier(patient_id) is not None
+                )
+                and len(patient_id) <= 64
+                and not (len(patient_id) in (8, 9) and patient_id.isdigit())
+                and key == f"{practice_id}/{appointment_id}".encode()
+            ):
+                general(record)
+                continue
+            policy_id = policy_ids.get(practice_id)
+            if policy_id is None:
+                policy_id = policy_ids[practice_id] = id(policy_of(practice_id))
+            since = doc.booked_at - EPOCH  # whole seconds, floored (a // costs twice that)
+            booked_s = since.days * 86_400 + since.seconds
+            planned = planned_cache.get((policy_id, start_us))
+            if planned is None or not booked_s * 1000 <= planned.ms <= planned.latest_ms:
+                general(record)  # plans the moment (and caches it) or finds a reason
+                continue
+            change = plan(
+                key,
+                start_us,
+                end_us // 1_000_000,
+                booked_s,
+                sequence,
+                planned.ms,
+                None,
+                patient_id.encode(),
+            )
+            if change is Change.PLANNED:
+                planned_count += 1
+            elif change is Change.RESCHEDULED:
+                rescheduled += 1
+        return planned_count, rescheduled
 
     def removed(self, key: bytes) -> tuple[Event | None, bool]:
         """The appointment's tombstone: (event, whether its fired marker must go too)."""

@@ -25,7 +25,11 @@ from schemas.models import APPOINTMENT_STATUSES
 from services.domain.codec import DecodeError
 
 __all__ = [
+    "APPOINTMENT_DECODER",
     "EPOCH",
+    "IDENTIFIER",
+    "MAX_SEQUENCE",
+    "SLOT_TIMES",
     "AppointmentState",
     "MarkerState",
     "fired_values",
@@ -236,6 +240,15 @@ def _micros(value: str, field: str) -> int:
 
 
 _new_state = tuple.__new__  # AppointmentState(...) without the keyword-argument layer
+
+
+# The load's fast path (Planner.plan_fetched) reads the plain case of a value itself, with
+# the decoder and caches of read_appointment, and hands anything else to
+# read_appointment: it accepts nothing that read_appointment refuses.
+APPOINTMENT_DECODER = _APPOINTMENT
+IDENTIFIER = _ID
+SLOT_TIMES = _SLOT_TIMES  # start and end texts of the slots read so far, in µs
+MAX_SEQUENCE = _MAX_SEQUENCE
 
 
 def read_appointment(value: bytes) -> AppointmentState:

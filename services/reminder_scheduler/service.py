@@ -40,13 +40,20 @@ from services.domain.partition import partition_for
 from services.reminder_scheduler.due_time import DEFAULT_POLICY, Policy
 from services.reminder_scheduler.firing import PartitionWorker, SchedulerContext
 
-__all__ = ["NAME", "SchedulerService"]
+__all__ = ["FETCH_SIZES", "NAME", "SchedulerService"]
 
 log = logging.getLogger(__name__)
 
 # The service's name: its default group id, its transactional ids and its labels.
 NAME: Final = "reminder-scheduler"
 _RETRY_SECONDS = 1.0
+# How the appointment consumer fetches (a reload reads whole partitions); bench/ reads its
+# raw floor with the same sizes.
+FETCH_SIZES: Final = {
+    "max_poll_records": 5000,
+    "fetch_max_bytes": 32 * 1024 * 1024,
+    "max_partition_fetch_bytes": 8 * 1024 * 1024,
+}
 
 
 # A reload and a firing burst allocate millions of short-lived tracked objects (fetched
@@ -113,11 +120,9 @@ class SchedulerService:
         self._consumer = make_consumer(
             kafka,
             group_id=self.group_id,
-            max_poll_records=5000,
             session_timeout_ms=self.settings.scheduler.session_timeout_ms,
             heartbeat_interval_ms=self.settings.scheduler.heartbeat_interval_ms,
-            fetch_max_bytes=32 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            **FETCH_SIZES,
         )
         self._ctx = SchedulerContext(
             settings=self.settings,

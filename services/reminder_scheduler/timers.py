@@ -432,8 +432,26 @@ class PartitionTimers:
         if not (0 <= end_s <= _U32 and 0 <= booked_s <= _U32):
             end_s, booked_s = _u32(end_s), _u32(booked_s)
         slots = self._slots
-        slot = hash(key) & self._mask
-        if slots[slot] == _EMPTY:
+        h = hash(key)
+        slot = h & self._mask
+        s = slots[slot]
+        if s > _EMPTY:  # a record's slot (empty is 0, deleted -1)
+            # _find, inline for a key not in the table (a load's collisions)
+            records = self._records
+            mask = self._mask
+            key_len = len(key)
+            perturb = h & 0xFFFFFFFFFFFFFFFF
+            while True:
+                record = records[s - 1]
+                assert record is not None
+                if record[_KEY_LEN_AT] == key_len and record.startswith(key, _HEAD_SIZE):
+                    break  # the key's record: _upsert
+                perturb >>= 5
+                slot = (slot * 5 + perturb + 1) & mask
+                s = slots[slot]
+                if s <= _EMPTY:  # empty or deleted
+                    break
+        if s == _EMPTY:
             record = (
                 _HEAD.pack(start_us, due_ms, end_s, booked_s, sequence, 0, 0, flags, len(key))
                 + key

@@ -8,11 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from aiokafka import ConsumerRecord
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.topics import Topics
 from services.common.clock import SystemClock
 from services.common.settings import KafkaSettings, MetricsSettings, SchedulerSettings, Settings
 from services.domain.partition import partition_for
+from services.reminder_scheduler import metrics
 from services.reminder_scheduler.due_time import DEFAULT_POLICY
 from services.reminder_scheduler.firing import PartitionWorker, SchedulerContext
 from services.reminder_scheduler.samples import appointment_value
@@ -95,3 +98,127 @@ def test_a_batch_plans_its_own_practices_and_dead_letters_the_others() -> None:
     again._our_practices.update(ours)
     assert [x.reason for x in again.apply_many(batch, NOW)] == [x.reason for x in letters]
     assert again.planner.timers.pending == 3 * len(ours)
+
+
+# What a batch may hold: plain appointments (half of them) and each way out of
+# plan_fetched's plain case (one or two per record: status, a start behind NOW, a recent
+# booking, odd, long or BSN-like ids, a sequence out of range, an empty slot, a mismatched
+# key, another partition's practice, a tombstone, a value that is not an appointment),
+# under a few keys, so that the same key comes again in a batch.
+_OURS = practices_on(0, 2, on=True)
+_THEIRS = practices_on(0, 1, on=False)
+_START = NOW + timedelta(days=3)
+_ODD: dict[str, list[Any]] = {
+    "practice_id": _THEIRS,
+    "appointment_id": ["a.3:x_y", "0" * 64, "0" * 65, "é4", "", "a/b"],
+    "patient_id": ["pt:9.x", "12345678", "123456789", "p" * 65, "", "p 1"],
+    "status": ["cancelled", "pending", "done"],
+    "start": [_START - timedelta(days=4), _START + timedelta(minutes=30)],
+    "booked_hours": [30, 5, 1],
+    "updated_days": [5],
+    "sequence": [0, 2**64 - 1, 2**64, -1],
+    "minutes": [0],
+    "key": ["mismatch"],
+    "shape": ["tombstone", "not json", "no patient"],
+}
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> tuple[str, bytes | None]:
+    fields: dict[str, Any] = {
+        "practice_id": draw(st.sampled_from(_OURS)),
+        "appointment_id": draw(st.sampled_from(["a-1", "A2"])),
+        "patient_id": "p-1",
+        "status": "booked",
+        "start": draw(st.sampled_from([_START, _START + timedelta(minutes=10)])),
+        "booked_hours": 24 * 7,
+        "updated_days": 0,
+        "sequence": draw(st.sampled_from([1, 2])),
+        "minutes": 10,
+        "key": "own",
+        "shape": "plain",
+    }
+    for _ in range(draw(st.sampled_from([0, 0, 1, 2]))):
+        field = draw(st.sampled_from(sorted(_ODD)))
+        fields[field] = draw(st.sampled_from(_ODD[field]))
+    practice_id, appointment_id = fields["practice_id"], fields["appointment_id"]
+    key = f"{practice_id}/{appointment_id if fields['key'] == 'own' else 'other'}"
+    if fields["shape"] == "tombstone":
+        return key, None
+    if fields["shape"] == "not json":
+        return key, b'{"practice_id": '
+    booked = fields["start"] - timedelta(hours=fields["booked_hours"])
+    value = appointment_value(
+        practice_id,
+        appointment_id,
+        start=fields["start"],
+        patient_id=fields["patient_id"],
+        status=fields["status"],
+        sequence=fields["sequence"],
+        booked_at=booked,
+        updated_at=booked + timedelta(days=fields["updated_days"]),
+        minutes=fields["minutes"],
+    )
+    if fields["shape"] == "no patient":
+        value = value.replace(b'"patient":{', b'"patients":{')
+    return key, value
+
+
+def _state(subject: PartitionWorker) -> tuple[object, ...]:
+    timers = subject.planner.timers
+    return (
+        sorted(timers.pending_timers()),
+        sorted((key, timers.marker(key)) for key in {t.key for t in timers.pending_timers()}),
+        timers.pending,
+        timers.markers,
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_records(), max_size=40), st.booleans())
+def test_plan_fetched_decides_each_record_as_apply_does(
+    batch: list[tuple[str, bytes | None]], loaded: bool
+) -> None:
+    records = [
+        ConsumerRecord(
+            topic="appointments.v1",
+            partition=0,
+            offset=n,
+            timestamp=0,
+            timestamp_type=0,
+            key=key.encode(),
+            value=value,
+            checksum=None,
+            serialized_key_size=len(key),
+            serialized_value_size=len(value or b""),
+            headers=(),
+        )
+        for n, (key, value) in enumerate(batch)
+    ]
+    fast, one_by_one = worker(), worker()
+    if loaded:
+        fast.state = one_by_one.state = "loaded"
+    # a first batch of the same records primes the practices and caches of both
+    for subject in (fast, one_by_one):
+        subject._our_practices.update(_OURS[:1])
+    before = {e: metrics.TIMERS.labels(event=e)._value.get() for e in ("planned", "rescheduled")}
+    letters = [letter.reason for letter in fast.apply_many(records, NOW)]
+    middle = {e: metrics.TIMERS.labels(event=e)._value.get() for e in ("planned", "rescheduled")}
+    expected = [
+        letter.reason
+        for letter in (one_by_one.apply(record, NOW) for record in records)
+        if letter is not None
+    ]
+    after = {e: metrics.TIMERS.labels(event=e)._value.get() for e in ("planned", "rescheduled")}
+    assert letters == expected
+    assert _state(fast) == _state(one_by_one)
+    assert {e: middle[e] - before[e] for e in before} == {e: after[e] - middle[e] for e in before}
+    # and again, with every practice known and every slot time cached
+    letters = [letter.reason for letter in fast.apply_many(records, NOW)]
+    expected = [
+        letter.reason
+        for letter in (one_by_one.apply(record, NOW) for record in records)
+        if letter is not None
+    ]
+    assert letters == expected
+    assert _state(fast) == _state(one_by_one)
