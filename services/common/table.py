@@ -26,7 +26,7 @@ from services.common.kafka import describe_partitions, make_consumer
 from services.common.settings import KafkaSettings
 from services.domain.codec import DecodeError, decode
 
-__all__ = ["Apply", "InvalidRecord", "Table", "TopicFollower"]
+__all__ = ["Apply", "EndOffsets", "InvalidRecord", "Table", "TopicFollower"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,94 @@ V = TypeVar("V", bound=BaseModel)
 Apply = Callable[[int, str, bytes | None, ConsumerRecord[bytes, bytes]], None]
 # Called for a record that cannot be applied (the owner sends it to the DLQ).
 InvalidRecord = Callable[[ConsumerRecord[bytes, bytes], DecodeError], Awaitable[None]]
+
+
+class EndOffsets:
+    """End offsets on a connection of their own, for :meth:`TopicFollower.catch_up`.
+
+    On a fetching consumer's connection the request would queue behind a fetch long-poll
+    (up to 500 ms). :meth:`shared` answers many callers with one ListOffsets: a caller
+    joins the round being gathered, and a round is sent only once the one before it is
+    answered, so every answer comes from a request sent after its caller asked (what
+    "everything committed by now" needs). The notifier's batches catch up three tables
+    per batch on a dozen partitions: one request per round instead of one per table and
+    partition. Followers may share one instance (start and stop are counted).
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._users = 0
+        self._lock = asyncio.Lock()
+        # The round being gathered (its partitions, the future its callers wait on) and
+        # the task that sends the rounds one after the other.
+        self._round_tps: set[TopicPartition] = set()
+        self._round: asyncio.Future[dict[TopicPartition, int]] | None = None
+        self._rounds: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        async with self._lock:
+            self._users += 1
+            if self._consumer is None:
+                consumer = make_consumer(self._settings, group_id=None)
+                await consumer.start()
+                self._consumer = consumer
+
+    async def stop(self) -> None:
+        async with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users:
+                return
+            if self._rounds is not None:
+                self._rounds.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._rounds
+                self._rounds = None
+            if self._round is not None:
+                self._round.cancel()
+                self._round, self._round_tps = None, set()
+            consumer, self._consumer = self._consumer, None
+            if consumer is not None:
+                await consumer.stop()
+
+    async def now(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The end offsets of `tps`, asked right now on a request of their own."""
+        consumer = self._consumer
+        assert consumer is not None, "start() first"
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return ends
+
+    async def shared(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """The end offsets of `tps`, from the next round's request (see the class)."""
+        if self._round is None:
+            self._round = asyncio.get_running_loop().create_future()
+            self._round.add_done_callback(_retrieve)
+        self._round_tps.update(tps)
+        future = self._round
+        if self._rounds is None or self._rounds.done():
+            self._rounds = asyncio.create_task(self._send_rounds(), name="end-offsets")
+        ends = await asyncio.shield(future)
+        return {tp: ends[tp] for tp in tps}
+
+    async def _send_rounds(self) -> None:
+        while self._round is not None:
+            future, tps = self._round, sorted(self._round_tps)
+            self._round, self._round_tps = None, set()
+            try:
+                ends = await self.now(tps)
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(ends)
+
+
+def _retrieve(future: asyncio.Future[dict[TopicPartition, int]]) -> None:
+    """A round whose callers all went away: its error is not worth a warning."""
+    if not future.cancelled():
+        future.exception()
 
 
 class TopicFollower:
@@ -58,9 +146,7 @@ class TopicFollower:
         self._on_invalid = on_invalid
         self._max_records = max_records
         self._consumer: AIOKafkaConsumer | None = None
-        # End offsets are asked on a connection of their own: on the fetching consumer's
-        # connection the request would queue behind a fetch long-poll (up to 500 ms).
-        self._offsets: AIOKafkaConsumer | None = None
+        self._ends = EndOffsets(settings)
         self._task: asyncio.Task[None] | None = None
         self._partitions: set[int] = set()
         self._targets: dict[int, int] = {}  # partition -> end offset to reach for "loaded"
@@ -83,8 +169,7 @@ class TopicFollower:
             max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await self._consumer.start()
-        self._offsets = make_consumer(self._settings, group_id=None)
-        await self._offsets.start()
+        await self._ends.start()
         self._task = asyncio.create_task(self._run(), name=f"follow:{self.name}")
 
     async def stop(self) -> None:
@@ -96,15 +181,19 @@ class TopicFollower:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
-        if self._offsets is not None:
-            await self._offsets.stop()
-            self._offsets = None
+        await self._ends.stop()
 
     async def partition_count(self) -> int:
         counts = await describe_partitions(self._settings, [self.topic])
         if not counts.get(self.topic):
             raise RuntimeError(f"topic {self.topic} does not exist; run `reminders topics create`")
         return counts[self.topic]
+
+    def share_end_offsets(self, ends: EndOffsets) -> None:
+        """Ask catch_up's end offsets through `ends`, shared with other followers (before
+        start())."""
+        assert self._task is None, "before start()"
+        self._ends = ends
 
     # ------------------------------------------------------------------ assignment
     @property
@@ -120,7 +209,7 @@ class TopicFollower:
             return
         async with self._lock:
             tps = [TopicPartition(self.topic, p) for p in sorted(new)]
-            ends = await self._end_offsets(tps)
+            ends = await self._ends.now(tps)
             kept = await self._positions()
             self._partitions |= new
             consumer.assign([TopicPartition(self.topic, p) for p in sorted(self._partitions)])
@@ -144,12 +233,6 @@ class TopicFollower:
             for tp in consumer.assignment()
             if tp.partition in self._partitions
         }
-
-    async def _end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        client = self._offsets or self._consumer
-        assert client is not None
-        ends: dict[TopicPartition, int] = await client.end_offsets(tps)
-        return ends
 
     async def remove(self, partitions: Iterable[int]) -> None:
         consumer = self._consumer
@@ -196,7 +279,7 @@ class TopicFollower:
         wanted = [TopicPartition(self.topic, p) for p in partitions if p in self._partitions]
         if not wanted:
             return True
-        ends = await self._end_offsets(wanted)
+        ends = await self._ends.shared(wanted)
 
         def reached() -> bool:
             # What the loop has applied, not the consumer's position: that moves when a

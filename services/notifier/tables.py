@@ -22,7 +22,7 @@ from schemas.topics import Topics
 from services.common.clock import Clock
 from services.common.practice_config import practice_config_table
 from services.common.settings import KafkaSettings
-from services.common.table import Table, TopicFollower
+from services.common.table import EndOffsets, Table, TopicFollower
 from services.notifier.dead_letters import PreferencesDeadLetters
 from services.notifier.ledger import Ledger, LedgerBook
 
@@ -67,6 +67,16 @@ class NotifierTables:
         self.outcomes = TopicFollower(
             settings, topics.outcomes, self.ledgers.apply, name="notifier-ledger"
         )
+        # One ListOffsets per round for the catch-up of all three tables (every batch of
+        # every owned partition asks), instead of one per table and batch.
+        ends = EndOffsets(settings)
+        for follower in (
+            self.configs.follower,
+            self.preferences.follower,
+            self.appointments.follower,
+            self.outcomes,
+        ):
+            follower.share_end_offsets(ends)
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._flusher: asyncio.Task[None] | None = None
         self._started: list[
