@@ -100,9 +100,19 @@ from typing import Any, Final, cast
 import msgspec
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import CoreSchema, ErrorDetails, SchemaValidator
 
-from schemas.models import MAX_INT64, AppointmentEvent
+from schemas.models import (
+    MAX_INT64,
+    Agenda,
+    AppointmentEvent,
+    AppointmentType,
+    Location,
+    Practitioner,
+    _agb_code,
+    _AppointmentFields,
+    _sane_instant,
+)
 from schemas.reasons import HIS_EVENT_REASONS
 from services.domain.codec import DecodeError, DuplicateKey, no_duplicate_keys
 from services.domain.partition import partition_for
@@ -212,9 +222,71 @@ def event_from_dict(
         raise invalid(exc, hints) from exc
 
 
+# --------------------------------------------------------------------------- the fast check
+
+# AppointmentEvent's own checks in Python: the AGB code, three instants and end after
+# start. The fast validator is AppointmentEvent's core schema (the same model classes, so
+# the same instances) with those replaced by native checks that accept a subset of what
+# the Python ones accept, end after start compared after. Whatever it refuses,
+# AppointmentEvent itself validates: the verdict, the problems and their reasons are always
+# AppointmentEvent's; the fast validator only skips Python calls for the events that
+# certainly pass them. (The nested models keep their checks: pydantic-core validates a
+# nested model with the class's own, prebuilt validator, whatever the schema says.)
+
+# 8 ASCII digits: exactly what Identifier's pattern and _agb_code accept together.
+_FAST_AGB: Final = "^[0-9]{8}$"
+# A local time in 2001-01-02 .. 2098-12-30 (pydantic-core compares instants) is in
+# INSTANT_RANGE for any offset (less than a day): _sane_instant passes it.
+_FAST_LOW: Final = datetime.fromisoformat("2001-01-02T00:00:00+00:00")
+_FAST_HIGH: Final = datetime.fromisoformat("2098-12-30T00:00:00+00:00")
+
+
+def _fast_schema(schema: Any) -> Any:
+    """A copy of a core schema with the known Python after-validators made native."""
+    if isinstance(schema, list):
+        return [_fast_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if schema.get("type") == "function-after":
+        check = schema["function"]["function"]
+        inner = _fast_schema(schema["schema"])
+        if check is _agb_code:
+            return {**inner, "pattern": _FAST_AGB}
+        if check is _sane_instant:
+            return {**inner, "gt": _FAST_LOW, "lt": _FAST_HIGH}
+        if check is _AppointmentFields._end_after_start:
+            return inner  # compared by _fast_event
+        return {**schema, "schema": inner}  # an unknown check stays as it is
+    return {key: _fast_schema(value) for key, value in schema.items()}
+
+
+_FAST_EVENT: Final = SchemaValidator(
+    cast(CoreSchema, _fast_schema(AppointmentEvent.__pydantic_core_schema__))
+)
+
+
+def _fast_event(data: object) -> AppointmentEvent | None:
+    """The event when the fast validator certainly accepts it as AppointmentEvent does;
+    None means "ask AppointmentEvent" (which names the problems, if any)."""
+    try:
+        event = cast(AppointmentEvent, _FAST_EVENT.validate_python(data))
+    except ValidationError:
+        return None
+    return event if event.end > event.start else None
+
+
 def _native_problems(value: bytes | None) -> AppointmentEvent | list[Problem]:
     if value is None:
         return [Problem("no_value", "the record has no value")]
+    document = _unique_keys_document(value)
+    if document is not None:
+        # No key twice, for sure, and the fast validator reads the document decoded for
+        # that instead of parsing the JSON again (what it accepts, AppointmentEvent's JSON
+        # mode accepts as the same event: orjson's values are JSON's, and anything else
+        # goes the exact way below).
+        event = _fast_event(document)
+        if event is not None:
+            return event
     try:
         event = AppointmentEvent.model_validate_json(value)
     except ValidationError as exc:
@@ -307,7 +379,7 @@ def _unique_keys_document(value: bytes) -> Any:
     has as many colons as the text only if nothing was dropped: no key is named twice.
     Anything orjson refuses (UTF-16, a BOM, NaN, ...) takes the exact path.
     """
-    if b"\\u003" in value:
+    if b"\\" in value and b"\\u003" in value:  # one byte first: memchr, ~20x cheaper
         return None
     try:
         document = orjson.loads(value)
@@ -551,6 +623,8 @@ class _MAppointment(msgspec.Struct):
 
 _FAST_DECODER: Final = msgspec.json.Decoder(_MAppointment)
 _AWARE: Final = TypeAdapter(AwareDatetime)
+# Its core validator itself, without TypeAdapter's Python wrapper around it.
+_AWARE_CHECK: Final = _AWARE.validator.validate_python
 
 
 def _fast_resource(source: object) -> FhirAppointment | None:
@@ -571,7 +645,7 @@ def _fast_resource(source: object) -> FhirAppointment | None:
         if not isinstance(meta.lastUpdated, str):
             return None
         try:
-            meta.lastUpdated = _AWARE.validate_python(meta.lastUpdated)
+            meta.lastUpdated = _AWARE_CHECK(meta.lastUpdated)
         except ValidationError:
             return None
     return cast(FhirAppointment, resource)
@@ -723,28 +797,24 @@ def _resource_problems(
         fields["end"] = resource.end
     appointment_type = _coded(resource.appointmentType or next(iter(resource.serviceType), None))
     if appointment_type is not None:
-        fields["appointment_type"] = appointment_type
+        fields["appointment_type"] = _part(AppointmentType, *appointment_type)
     if patient is not None:
         fields["patient"] = patient
     if practitioner is not None:
         participant, ident = practitioner
         actor = participant.actor
         practitioner_id, display = _id_of(actor, ident), _display(actor)
-        fields["practitioner"] = {
-            "id": practitioner_id,
-            "display": display,
-            "role": _concept_text(next(iter(participant.type), None)),
-        }
-        fields["agenda"] = {"id": practitioner_id, "display": display}
+        role = _concept_text(next(iter(participant.type), None))
+        fields["practitioner"] = _part(Practitioner, practitioner_id, display, role)
+        fields["agenda"] = _part(Agenda, practitioner_id, display)
     if service is not None:
         participant, ident = service
-        fields["agenda"] = {
-            "id": _id_of(participant.actor, ident),
-            "display": _display(participant.actor),
-        }
+        fields["agenda"] = _part(
+            Agenda, _id_of(participant.actor, ident), _display(participant.actor)
+        )
     for actor in locations:
         if actor.display:
-            fields["location"] = {"display": actor.display}
+            fields["location"] = _part(Location, actor.display)
             break
     booked_via = kind_tag = _UNSET
     for tag in meta.tag:
@@ -757,6 +827,10 @@ def _resource_problems(
         fields["booked_via"] = booked_via
     if kind_tag is not _UNSET and kind_tag is not None:
         fields["kind"] = kind_tag
+    if not found:
+        event = _fast_event(fields)
+        if event is not None:
+            return event
     try:
         event = AppointmentEvent.model_validate(fields)
     except ValidationError as exc:
@@ -788,6 +862,25 @@ _NO_PRACTICE: Final = (
     "practice_id: no practice AGB code; give a Location participant an actor.identifier "
     "with system http://fhir.nl/fhir/NamingSystem/agb-z and the practice's AGB code"
 )
+
+
+def _part(model: type[BaseModel], *values: str | None) -> Any:
+    """The field of AppointmentEvent that ``model`` is, of ``values`` (its fields in order):
+    the instance AppointmentEvent would make of them, validated once per distinct values
+    (a practice's practitioners, agendas, locations and appointment types recur in every
+    resource) and taken as it is (revalidate_instances "never": the same frozen value a
+    dict gives); values the model refuses are handed on as a dict, for AppointmentEvent to
+    name their problems where it always did (``agenda.display``)."""
+    valid = _valid_part(model, *values)
+    return dict(zip(model.__pydantic_fields__, values, strict=True)) if valid is None else valid
+
+
+@lru_cache(maxsize=8192, typed=True)
+def _valid_part(model: type[BaseModel], *values: str | None) -> BaseModel | None:
+    try:
+        return model.model_validate(dict(zip(model.__pydantic_fields__, values, strict=True)))
+    except ValidationError:
+        return None
 
 
 def _id_of(actor: Reference | None, ident: str | None) -> str | None:
@@ -841,14 +934,15 @@ def _concept_text(concept: CodeableConcept | None) -> str | None:
     return concept.text
 
 
-def _coded(concept: CodeableConcept | None) -> dict[str, Any] | None:
+def _coded(concept: CodeableConcept | None) -> tuple[str, str] | None:
+    """(code, display) of the appointment type."""
     if concept is None:
         return None
     for coding in concept.coding:
         if coding.code:
-            return {"code": coding.code, "display": coding.display or concept.text or ""}
+            return coding.code, coding.display or concept.text or ""
     if concept.text:
-        return {"code": concept.text[:64], "display": concept.text}
+        return concept.text[:64], concept.text
     return None
 
 
