@@ -651,7 +651,7 @@ def _fast_resource(source: object) -> FhirAppointment | None:
     return cast(FhirAppointment, resource)
 
 
-_NAMESPACE_BYTES: Final = EVENT_ID_NAMESPACE.bytes
+_NAMESPACE_SHA1: Final = hashlib.sha1(EVENT_ID_NAMESPACE.bytes, usedforsecurity=False)
 
 
 def event_id_for(practice_id: str, appointment_id: str, sequence: int) -> uuid.UUID:
@@ -661,8 +661,9 @@ def event_id_for(practice_id: str, appointment_id: str, sequence: int) -> uuid.U
 def _event_id_hex(practice_id: str, appointment_id: str, sequence: int) -> str:
     """``uuid.uuid5(EVENT_ID_NAMESPACE, name).hex`` in a third of the time: the mapping
     hands the text to AppointmentEvent, whose validator makes the UUID anyway."""
-    name = f"{practice_id}/{appointment_id}/{sequence}".encode()
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
+    sha1 = _NAMESPACE_SHA1.copy()  # cheaper than a new hash of the namespace and the name
+    sha1.update(f"{practice_id}/{appointment_id}/{sequence}".encode())
+    digest = bytearray(sha1.digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     return digest.hex()
@@ -741,7 +742,13 @@ def _resource_problems(
         identifier = actor.identifier
         if identifier is not None and identifier.system in BSN_SYSTEMS and _BSN_NAMED not in found:
             found.append(_BSN_NAMED)
-        kind, ident = _actor(actor)
+        # (resource type, id) of the actor: what its reference names (``Patient/123``, an
+        # absolute URL, ``.../Patient/123/_history/2``), ``type`` first; else ``type`` alone.
+        kind, ident = actor.type, None
+        if actor.reference:
+            named, ident = _reference(actor.reference)
+            if ident is not None:
+                kind = kind or named
         if kind == "Patient":
             patients.append((participant, ident))
         elif kind in _PRACTITIONERS and practitioner is None:
@@ -864,6 +871,7 @@ _NO_PRACTICE: Final = (
 )
 
 
+@lru_cache(maxsize=8192, typed=True)
 def _part(model: type[BaseModel], *values: str | None) -> Any:
     """The field of AppointmentEvent that ``model`` is, of ``values`` (its fields in order):
     the instance AppointmentEvent would make of them, validated once per distinct values
@@ -871,16 +879,11 @@ def _part(model: type[BaseModel], *values: str | None) -> Any:
     resource) and taken as it is (revalidate_instances "never": the same frozen value a
     dict gives); values the model refuses are handed on as a dict, for AppointmentEvent to
     name their problems where it always did (``agenda.display``)."""
-    valid = _valid_part(model, *values)
-    return dict(zip(model.__pydantic_fields__, values, strict=True)) if valid is None else valid
-
-
-@lru_cache(maxsize=8192, typed=True)
-def _valid_part(model: type[BaseModel], *values: str | None) -> BaseModel | None:
+    data = dict(zip(model.__pydantic_fields__, values, strict=True))
     try:
-        return model.model_validate(dict(zip(model.__pydantic_fields__, values, strict=True)))
+        return model.model_validate(data)
     except ValidationError:
-        return None
+        return data
 
 
 def _id_of(actor: Reference | None, ident: str | None) -> str | None:
@@ -893,18 +896,6 @@ def _id_of(actor: Reference | None, ident: str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------- pieces
-
-
-def _actor(actor: Reference | None) -> tuple[str | None, str | None]:
-    """(resource type, id) of a participant's actor: ``Patient/123``, an absolute URL or
-    ``.../Patient/123/_history/2``, or ``type`` with only an identifier."""
-    if actor is None:
-        return None, None
-    if actor.reference:
-        kind, ident = _reference(actor.reference)
-        if ident is not None:
-            return actor.type or kind, ident
-    return actor.type, None
 
 
 @lru_cache(maxsize=4096)
