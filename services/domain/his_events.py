@@ -284,7 +284,7 @@ def _native_problems(value: bytes | None) -> AppointmentEvent | list[Problem]:
         # that instead of parsing the JSON again (what it accepts, AppointmentEvent's JSON
         # mode accepts as the same event: orjson's values are JSON's, and anything else
         # goes the exact way below).
-        event = _fast_event(document)
+        event = _fast_event(_with_parts(document))
         if event is not None:
             return event
     try:
@@ -304,6 +304,33 @@ def _native_problems(value: bytes | None) -> AppointmentEvent | list[Problem]:
             f"content-type: {FHIR_CONTENT_TYPE})",
         )
     return found
+
+
+_NATIVE_PARTS: Final = tuple(
+    (name, model, tuple(model.__pydantic_fields__))
+    for name, model in (
+        ("appointment_type", AppointmentType),
+        ("agenda", Agenda),
+        ("practitioner", Practitioner),
+        ("location", Location),
+    )
+)
+
+
+def _with_parts(document: Any) -> Any:
+    """The native document with each part that names exactly its model's fields replaced
+    by what :func:`_part` makes of those values: the instance a dict with those keys gives,
+    fields set included, or an equal dict (a part with other keys is left as it is)."""
+    if type(document) is not dict:
+        return document
+    for name, model, fields in _NATIVE_PARTS:
+        part = document.get(name)
+        if type(part) is dict and len(part) == len(fields):
+            try:
+                document[name] = _part(model, *[part[field] for field in fields])
+            except (KeyError, TypeError):  # another key; a value that is a list or object
+                continue
+    return document
 
 
 def _error(found: list[Problem]) -> DecodeError:

@@ -244,3 +244,17 @@ def test_unmutated_documents_get_the_old_verdicts(doc: Any, ascii_only: bool) ->
     fhir = "resourceType" in doc
     _same(value, fhir=fhir, received_at=RECEIVED)
     _same(value, fhir=not fhir, received_at=RECEIVED)
+
+
+@edge_settings
+@given(doc=native_documents(), role=_ANY, display=_ANY, ascii_only=st.booleans())
+def test_native_parts_with_every_field_get_the_old_verdicts(
+    doc: Any, role: Any, display: Any, ascii_only: bool
+) -> None:
+    """Parts that name exactly their model's fields (those the parser validates once per
+    distinct values), with values of any type."""
+    doc["practitioner"]["role"] = role
+    doc["agenda"]["display"] = display
+    value = json.dumps(doc, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    _same(value, fhir=False, received_at=RECEIVED)
+    _same(value, fhir=False, received_at=RECEIVED)  # the second time from the cache
