@@ -284,7 +284,7 @@ def _native_problems(value: bytes | None) -> AppointmentEvent | list[Problem]:
         # that instead of parsing the JSON again (what it accepts, AppointmentEvent's JSON
         # mode accepts as the same event: orjson's values are JSON's, and anything else
         # goes the exact way below).
-        event = _fast_event(_with_parts(document))
+        event = _fast_event(_with_parts(document) if len(value) <= _CACHED_BODY else document)
         if event is not None:
             return event
     try:
@@ -728,14 +728,14 @@ def _fhir_problems(value: bytes | None, received_at: datetime) -> AppointmentEve
             resource = FhirAppointment.model_validate_json(value)
         except ValidationError as exc:
             return ([duplicate] if duplicate else []) + validation_problems(exc)
-    found = _resource_problems(resource, received_at)
+    found = _resource_problems(resource, received_at, cache_parts=len(value) <= _CACHED_BODY)
     if duplicate is None:
         return found
     return [duplicate] + ([] if isinstance(found, AppointmentEvent) else found)
 
 
 def _resource_problems(
-    resource: FhirAppointment, received_at: datetime
+    resource: FhirAppointment, received_at: datetime, *, cache_parts: bool = False
 ) -> AppointmentEvent | list[Problem]:
     if resource.resourceType != "Appointment":
         return [
@@ -829,9 +829,10 @@ def _resource_problems(
         fields["start"] = resource.start
     if resource.end is not None:
         fields["end"] = resource.end
+    part = _part if cache_parts else _part.__wrapped__
     appointment_type = _coded(resource.appointmentType or next(iter(resource.serviceType), None))
     if appointment_type is not None:
-        fields["appointment_type"] = _part(AppointmentType, *appointment_type)
+        fields["appointment_type"] = part(AppointmentType, *appointment_type)
     if patient is not None:
         fields["patient"] = patient
     if practitioner is not None:
@@ -839,16 +840,16 @@ def _resource_problems(
         actor = participant.actor
         practitioner_id, display = _id_of(actor, ident), _display(actor)
         role = _concept_text(next(iter(participant.type), None))
-        fields["practitioner"] = _part(Practitioner, practitioner_id, display, role)
-        fields["agenda"] = _part(Agenda, practitioner_id, display)
+        fields["practitioner"] = part(Practitioner, practitioner_id, display, role)
+        fields["agenda"] = part(Agenda, practitioner_id, display)
     if service is not None:
         participant, ident = service
-        fields["agenda"] = _part(
+        fields["agenda"] = part(
             Agenda, _id_of(participant.actor, ident), _display(participant.actor)
         )
     for actor in locations:
         if actor.display:
-            fields["location"] = _part(Location, actor.display)
+            fields["location"] = part(Location, actor.display)
             break
     booked_via = kind_tag = _UNSET
     for tag in meta.tag:
@@ -898,7 +899,12 @@ _NO_PRACTICE: Final = (
 )
 
 
-@lru_cache(maxsize=8192, typed=True)
+# The cache holds its keys: only parts of records of at most _CACHED_BODY bytes are cached
+# (no text in them is longer), so the cache stays below 2048 x 4 KB, whatever is sent.
+_CACHED_BODY: Final = 4096
+
+
+@lru_cache(maxsize=2048, typed=True)
 def _part(model: type[BaseModel], *values: str | None) -> Any:
     """The field of AppointmentEvent that ``model`` is, of ``values`` (its fields in order):
     the instance AppointmentEvent would make of them, validated once per distinct values

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -258,3 +259,16 @@ def test_native_parts_with_every_field_get_the_old_verdicts(
     value = json.dumps(doc, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
     _same(value, fhir=False, received_at=RECEIVED)
     _same(value, fhir=False, received_at=RECEIVED)  # the second time from the cache
+
+
+def test_parts_of_big_records_are_not_cached() -> None:
+    """The parts' cache holds its keys: a record above 4 KB (a long display, padded with
+    spaces that the strip removes) is validated without it, with the same verdict."""
+    example = Path(__file__).parents[2] / "deploy/examples/his/appointment-fhir.json"
+    doc = json.loads(example.read_text())
+    doc["participant"][1]["actor"]["display"] = "dr. E. Jansen" + " " * 5000
+    value = json.dumps(doc).encode()
+    before = his_events._part.cache_info().currsize
+    _same(value, fhir=True, received_at=RECEIVED)
+    assert his_events.problems(value, fhir=True, received_at=RECEIVED)[0] is not None
+    assert his_events._part.cache_info().currsize == before
