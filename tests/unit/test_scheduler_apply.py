@@ -35,7 +35,7 @@ def practices_on(partition: int, count: int, *, on: bool) -> list[str]:
     return found
 
 
-def record(offset: int, key: str, value: bytes) -> ConsumerRecord[bytes, bytes]:
+def record(offset: int, key: str, value: bytes | None) -> ConsumerRecord[bytes, bytes]:
     return ConsumerRecord(
         topic="appointments.v1",
         partition=0,
@@ -46,7 +46,7 @@ def record(offset: int, key: str, value: bytes) -> ConsumerRecord[bytes, bytes]:
         value=value,
         checksum=None,
         serialized_key_size=len(key),
-        serialized_value_size=len(value),
+        serialized_value_size=len(value or b""),
         headers=(),
     )
 
@@ -179,22 +179,7 @@ def _state(subject: PartitionWorker) -> tuple[object, ...]:
 def test_plan_fetched_decides_each_record_as_apply_does(
     batch: list[tuple[str, bytes | None]], loaded: bool
 ) -> None:
-    records = [
-        ConsumerRecord(
-            topic="appointments.v1",
-            partition=0,
-            offset=n,
-            timestamp=0,
-            timestamp_type=0,
-            key=key.encode(),
-            value=value,
-            checksum=None,
-            serialized_key_size=len(key),
-            serialized_value_size=len(value or b""),
-            headers=(),
-        )
-        for n, (key, value) in enumerate(batch)
-    ]
+    records = [record(n, key, value) for n, (key, value) in enumerate(batch)]
     fast, one_by_one = worker(), worker()
     if loaded:
         fast.state = one_by_one.state = "loaded"
