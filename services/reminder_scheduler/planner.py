@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, NamedTuple, Protocol, TypeVar
 
-import msgspec
-
 from services.reminder_scheduler.due_time import (
     Policy,
     Reason,
@@ -204,62 +202,65 @@ class Planner:
         planned_count = rescheduled = 0
         for record in records:
             key, value = record.key, record.value
-            if key is None or value is None:
-                general(record)
-                continue
+            change: Change | None = None
+            # Whatever raises in here (a value msgspec refuses included) goes to
+            # ``general`` as well: read_appointment names why, and apply contains what is
+            # about the record, as for a record outside the plain case.
             try:
-                doc = decode(value)
-            except msgspec.MsgspecError:
-                general(record)  # names why
-                continue
-            practice_id = doc.practice_id
-            appointment_id = doc.appointment_id
-            patient_id = doc.patient.id
-            start_us = slot_times.get(doc.start)
-            end_us = slot_times.get(doc.end)
-            sequence = doc.sequence
-            if not (
-                doc.status == REMINDED_STATUS
-                and practice_id in ours
-                and start_us is not None
-                and end_us is not None
-                and now_us < start_us < end_us
-                and 0 <= sequence <= MAX_SEQUENCE
-                and (
-                    (appointment_id.isascii() and appointment_id.isalnum())
-                    or identifier(appointment_id) is not None
-                )
-                and len(appointment_id) <= 64
-                and (
-                    (patient_id.isascii() and patient_id.isalnum())
-                    or identifier(patient_id) is not None
-                )
-                and len(patient_id) <= 64
-                and not (len(patient_id) in (8, 9) and patient_id.isdigit())
-                and key == f"{practice_id}/{appointment_id}".encode()
-            ):
+                if key is not None and value is not None:
+                    doc = decode(value)
+                    practice_id = doc.practice_id
+                    appointment_id = doc.appointment_id
+                    patient_id = doc.patient.id
+                    start_us = slot_times.get(doc.start)
+                    end_us = slot_times.get(doc.end)
+                    sequence = doc.sequence
+                    if (
+                        doc.status == REMINDED_STATUS
+                        and practice_id in ours
+                        and start_us is not None
+                        and end_us is not None
+                        and now_us < start_us < end_us
+                        and 0 <= sequence <= MAX_SEQUENCE
+                        and (
+                            (appointment_id.isascii() and appointment_id.isalnum())
+                            or identifier(appointment_id) is not None
+                        )
+                        and len(appointment_id) <= 64
+                        and (
+                            (patient_id.isascii() and patient_id.isalnum())
+                            or identifier(patient_id) is not None
+                        )
+                        and len(patient_id) <= 64
+                        and not (len(patient_id) in (8, 9) and patient_id.isdigit())
+                        and key == f"{practice_id}/{appointment_id}".encode()
+                    ):
+                        policy_id = policy_ids.get(practice_id)
+                        if policy_id is None:
+                            policy_id = policy_ids[practice_id] = id(policy_of(practice_id))
+                        # whole seconds, floored (a // costs twice that)
+                        since = doc.booked_at - EPOCH
+                        booked_s = since.days * 86_400 + since.seconds
+                        planned = planned_cache.get((policy_id, start_us))
+                        # else general plans the moment (and caches it) or finds a reason
+                        if planned is not None and (
+                            booked_s * 1000 <= planned.ms <= planned.latest_ms
+                        ):
+                            change = plan(
+                                key,
+                                start_us,
+                                end_us // 1_000_000,
+                                booked_s,
+                                sequence,
+                                planned.ms,
+                                None,
+                                patient_id.encode(),
+                            )
+            except Exception:
+                change = None
+            if change is None:
                 general(record)
-                continue
-            policy_id = policy_ids.get(practice_id)
-            if policy_id is None:
-                policy_id = policy_ids[practice_id] = id(policy_of(practice_id))
-            since = doc.booked_at - EPOCH  # whole seconds, floored (a // costs twice that)
-            booked_s = since.days * 86_400 + since.seconds
-            planned = planned_cache.get((policy_id, start_us))
-            if planned is None or not booked_s * 1000 <= planned.ms <= planned.latest_ms:
-                general(record)  # plans the moment (and caches it) or finds a reason
-                continue
-            change = plan(
-                key,
-                start_us,
-                end_us // 1_000_000,
-                booked_s,
-                sequence,
-                planned.ms,
-                None,
-                patient_id.encode(),
-            )
-            if change is Change.PLANNED:
+            elif change is Change.PLANNED:
                 planned_count += 1
             elif change is Change.RESCHEDULED:
                 rescheduled += 1

@@ -207,3 +207,29 @@ def test_plan_fetched_decides_each_record_as_apply_does(
     ]
     assert letters == expected
     assert _state(fast) == _state(one_by_one)
+
+
+def test_a_record_whose_planning_raises_is_dead_lettered_and_the_batch_goes_on() -> None:
+    ours = practices_on(0, 1, on=True)[0]
+    start = NOW + timedelta(days=3)
+    batch = [
+        record(n, f"{ours}/a-{n}", appointment_value(ours, f"a-{n}", start=start)) for n in range(6)
+    ]
+    for warm in (False, True):  # the plain case's caches cold, then warm (plan_fetched)
+        subject = worker()
+        if warm:
+            subject.apply_many(batch, NOW)
+            subject = worker()
+            subject._our_practices.add(ours)
+        timers = subject.planner.timers
+        plan = timers.plan
+
+        def poisoned(key: bytes, *rest: Any, plan: Any = plan) -> Any:
+            if key == f"{ours}/a-2".encode():
+                raise ValueError("a planner bug this record triggers")
+            return plan(key, *rest)
+
+        timers.plan = poisoned  # type: ignore[method-assign]
+        letters = subject.apply_many(batch, NOW)
+        assert [letter.key for letter in letters] == [f"{ours}/a-2".encode()]
+        assert timers.pending == 5
