@@ -97,6 +97,8 @@ class SchedulerContext:
     policy_of: Callable[[str], Policy]
     # called when a partition has loaded (the service freezes the loaded heap)
     on_loaded: Callable[[], None] = lambda: None
+    # set once every practice's config is read: the workers plan nothing before
+    configs_loaded: asyncio.Event = field(default_factory=asyncio.Event)
 
     _partition_of: dict[str, int] = field(default_factory=dict)
 
@@ -267,9 +269,17 @@ class PartitionWorker:
             # table is sized once rather than rehashed again and again as the load fills it
             self.planner.timers.reserve(ends[self.tp] - begins[self.tp])
             self._tombstones.clear()
+            markers_read = False
+            if not ctx.configs_loaded.is_set():
+                # The markers meanwhile: whether a marker or its appointment is read
+                # first does not matter (the two are read side by side below).
+                await self._load_markers(loader, fired_tp, ends[fired_tp])
+                markers_read = True
+                await ctx.configs_loaded.wait()
             await ctx.consumer.seek_to_beginning(self.tp)
             ctx.consumer.resume(self.tp)
-            await self._load_markers(loader, fired_tp, ends[fired_tp])
+            if not markers_read:
+                await self._load_markers(loader, fired_tp, ends[fired_tp])
         finally:
             await loader.stop()
         self._appointments_end = ends[self.tp]

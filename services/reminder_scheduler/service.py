@@ -114,9 +114,9 @@ class SchedulerService:
         )
         self._configs = practice_config_table(kafka, on_change=self._config_changed)
         await self._configs.start()
-        await self._configs.wait_loaded()
-        self._configs_loaded = True
-        _freeze_heap()  # the modules, clients and configs: not scanned again by the load
+        # The group join and each partition's fencing and markers go on while the
+        # configs load (about half a second for a few thousand practices); the workers
+        # read no appointment before every practice's policy is known.
         self._consumer = make_consumer(
             kafka,
             group_id=self.group_id,
@@ -137,6 +137,10 @@ class SchedulerService:
             self._consumer, [topics.appointments], self, name=NAME, retry_seconds=_RETRY_SECONDS
         )
         await self._member.start()
+        await self._configs.wait_loaded()
+        self._configs_loaded = True
+        self._ctx.configs_loaded.set()
+        _freeze_heap()  # the modules, clients and configs: not scanned again by the load
         log.info(
             "scheduler started",
             extra={"group_id": self.group_id, "partitions": self._partitions},
@@ -209,7 +213,7 @@ class SchedulerService:
             self._policies.pop(practice_id, None)
         else:
             self._policies[practice_id] = policy
-        if not self._partitions:
+        if not self._configs_loaded:
             return  # still loading the configs: nothing is planned yet
         worker = self.workers.get(partition_for(practice_id, self._partitions))
         if worker is not None:

@@ -24,6 +24,7 @@ from schemas.topics import Topics
 from services.common.clock import Clock, FakeClock
 from services.common.kafka import PartitionMismatch, create_topics, make_producer
 from services.common.settings import KafkaSettings, MetricsSettings, SchedulerSettings, Settings
+from services.common.table import Table
 from services.domain.codec import decode, encode
 from services.domain.partition import partition_for
 from services.notifier.samples import sample_config
@@ -245,6 +246,40 @@ async def test_missed_timers_fire_after_loading(world: World) -> None:
     assert dues["soon"].reason == "too_late"
     assert dues["begun"].reason == "too_late"
     assert ready(service)
+
+
+async def test_appointments_wait_for_a_slow_config_topic(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group join and fencing go on while the configs load; no appointment is
+    planned before its practice's policy is known, however slowly the configs come."""
+    clock = FakeClock(T0)
+    start = T0 + timedelta(days=3)  # 2026-06-04 09:00 UTC
+    await world.config(P0, quiet_hours=None, send={"policy": "day_before_at", "time": "18:00"})
+    await world.appointment(P0, "a-1", start=start, booked_at=T0 - timedelta(days=1))
+    follow, wait_loaded = Table.start, Table.wait_loaded
+    late: list[asyncio.Task[None]] = []
+
+    async def start_late(self: Table[Any], partitions: Any = None) -> None:
+        async def later() -> None:
+            await asyncio.sleep(3)  # the workers are assigned and fenced by then
+            await follow(self, partitions)
+
+        late.append(asyncio.create_task(later()))
+
+    async def wait_late(self: Table[Any], partitions: Any = None) -> None:
+        await asyncio.gather(*late)
+        await wait_loaded(self, partitions)
+
+    monkeypatch.setattr(Table, "start", start_late)
+    monkeypatch.setattr(Table, "wait_loaded", wait_late)
+    service = await world.start(clock)
+    assert service.workers, "assigned before the configs were read"
+    await eventually(lambda: ready(service))
+    clock.set(start - timedelta(hours=2))
+    (due,) = await world.dues(expect=1)
+    # the day before at 18:00 in Amsterdam (16:00 UTC), not the default 24 hours before
+    assert due.due_at == datetime(2026, 6, 3, 16, 0, tzinfo=UTC)
 
 
 async def test_a_restart_neither_loses_nor_repeats(world: World) -> None:
