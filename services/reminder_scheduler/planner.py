@@ -102,9 +102,11 @@ class Planner:
         self.timers = timers
         self._policy_of = policy_of
         self._missed_after = missed_after
-        # planned_moment per (policy, start): appointments share their starts (slots).
-        # Keyed by id(policy); the policies are kept so that no id is reused meanwhile.
-        self._planned: dict[tuple[int, int], _Planned] = {}
+        # planned_moment per policy and start: appointments share their starts (slots).
+        # Keyed by id(policy), then the start in µs (no tuple built per record); the
+        # policies are kept so that no id is reused meanwhile.
+        self._planned: dict[int, dict[int, _Planned]] = {}
+        self._planned_count = 0
         self._policies: dict[int, Policy] = {}
         self._now: datetime | None = None
         self._now_us = 0
@@ -115,15 +117,18 @@ class Planner:
 
     def _due(self, start_us: int, booked_s: int, policy: Policy) -> tuple[int, Reason | None]:
         """``compute_due`` in milliseconds, with the planned moment cached per start."""
-        key = (id(policy), start_us)
-        planned = self._planned.get(key)
+        starts = self._planned.get(id(policy))
+        planned = starts.get(start_us) if starts is not None else None
         if planned is None:
-            if len(self._planned) >= _PLANNED_CACHE_SIZE:
+            if self._planned_count >= _PLANNED_CACHE_SIZE:
                 self._planned.clear()
                 self._policies.clear()
+                self._planned_count = 0
             moment = planned_moment(from_us(start_us), policy)
             latest_ms = (start_us - policy.min_lead // _US) // 1000
-            planned = self._planned[key] = _Planned(moment, to_ms(moment), latest_ms)
+            planned = _Planned(moment, to_ms(moment), latest_ms)
+            self._planned.setdefault(id(policy), {})[start_us] = planned
+            self._planned_count += 1
             self._policies[id(policy)] = policy
         booked_ms = booked_s * 1000
         if booked_ms <= planned.ms <= planned.latest_ms:
@@ -144,7 +149,8 @@ class Planner:
         # booked_at at whole seconds: the timer stores it so, and plans again from it
         booked_s = booked_us // 1_000_000
         policy = self._policy_of(practice_id)
-        planned = self._planned.get((id(policy), start_us))
+        starts = self._planned.get(id(policy))
+        planned = starts.get(start_us) if starts is not None else None
         if planned is not None and booked_s * 1000 <= planned.ms <= planned.latest_ms:
             due_ms, reason = planned.ms, None  # _due's plain case, without the call
         else:
@@ -198,7 +204,10 @@ class Planner:
         plan = self.timers.plan
         planned_cache = self._planned
         policy_of = self._policy_of
-        policy_ids: dict[str, int] = {}  # id(policy) per practice, for this batch
+        # the planned moments of the practice's policy by start, per practice for this
+        # batch (an empty dict until the general path planned one)
+        starts_of: dict[str, dict[int, _Planned]] = {}
+        no_starts: dict[int, _Planned] = {}
         planned_count = rescheduled = 0
         for record in records:
             key, value = record.key, record.value
@@ -235,13 +244,18 @@ class Planner:
                         and not (len(patient_id) in (8, 9) and patient_id.isdigit())
                         and key == f"{practice_id}/{appointment_id}".encode()
                     ):
-                        policy_id = policy_ids.get(practice_id)
-                        if policy_id is None:
-                            policy_id = policy_ids[practice_id] = id(policy_of(practice_id))
+                        starts = starts_of.get(practice_id)
+                        if starts is None:
+                            policy_id = id(policy_of(practice_id))
+                            starts = planned_cache.get(policy_id)
+                            if starts is not None:  # else not kept: general plans one
+                                starts_of[practice_id] = starts
+                            else:
+                                starts = no_starts
                         # whole seconds, floored (a // costs twice that)
                         since = doc.booked_at - EPOCH
                         booked_s = since.days * 86_400 + since.seconds
-                        planned = planned_cache.get((policy_id, start_us))
+                        planned = starts.get(start_us)
                         # else general plans the moment (and caches it) or finds a reason
                         if planned is not None and (
                             booked_s * 1000 <= planned.ms <= planned.latest_ms

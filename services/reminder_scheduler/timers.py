@@ -428,7 +428,7 @@ class PartitionTimers:
         """:meth:`upsert` with the fields as arguments (the load's path: one call per
         appointment, no ``TimerFields`` built); a key not seen before is inserted without
         the general probe loop when its first slot is free."""
-        flags = _PENDING | (_REASON_CODE[reason] << _REASON_SHIFT)
+        flags = _PENDING if reason is None else _PENDING | (_REASON_CODE[reason] << _REASON_SHIFT)
         if not (0 <= end_s <= _U32 and 0 <= booked_s <= _U32):
             end_s, booked_s = _u32(end_s), _u32(booked_s)
         slots = self._slots

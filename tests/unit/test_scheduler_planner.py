@@ -7,6 +7,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -224,3 +225,26 @@ def test_the_cached_plan_agrees_with_compute_due(
     expected = compute_due(start, datetime.fromtimestamp(booked_s, UTC), policy)
     for _ in range(2):  # computed, then from the cache
         assert p._due(to_us(start), booked_s, policy) == (to_ms(expected.at), expected.reason)
+
+
+def test_a_full_moment_cache_starts_again_and_plans_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The planned moments are cached per policy and start, up to a bound: past it the
+    cache starts again, and every appointment still gets its own policy's moment."""
+    monkeypatch.setattr("services.reminder_scheduler.planner._PLANNED_CACHE_SIZE", 3)
+    p, policies = planner()
+    policies.by_practice["07654321"] = replace(
+        DEFAULT_POLICY, send=DayBeforeAt(policy="day_before_at", time=dt.time(18))
+    )
+    for n in range(12):
+        start = datetime(2026, 6, 3, 9, 0, tzinfo=UTC) + timedelta(hours=n // 2)  # shared
+        practice = ("01234567", "07654321")[n % 2]
+        state = appointment(start, practice_id=practice, appointment_id=f"A{n}")
+        assert p.appointment(f"{practice}/A{n}".encode(), state, NOW) == "planned"
+    assert p._planned_count <= 3
+    for timer in p.timers.pending_timers():
+        practice = timer.key.split(b"/")[0].decode()
+        start = datetime.fromtimestamp(timer.start_us / 1e6, UTC)
+        expected = compute_due(start, NOW - timedelta(days=10), policies(practice))
+        assert timer.due_ms == to_ms(expected.at), timer.key
