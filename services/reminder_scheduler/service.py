@@ -137,7 +137,11 @@ class SchedulerService:
             self._consumer, [topics.appointments], self, name=NAME, retry_seconds=_RETRY_SECONDS
         )
         await self._member.start()
-        await self._configs.wait_loaded()
+        try:
+            await self._configs.wait_loaded()
+        except BaseException:
+            await self.stop()  # leave the group: nothing of it may go on without configs
+            raise
         self._configs_loaded = True
         self._ctx.configs_loaded.set()
         _freeze_heap()  # the modules, clients and configs: not scanned again by the load

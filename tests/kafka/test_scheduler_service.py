@@ -282,6 +282,21 @@ async def test_appointments_wait_for_a_slow_config_topic(
     assert due.due_at == datetime(2026, 6, 3, 16, 0, tzinfo=UTC)
 
 
+async def test_a_config_table_that_fails_while_loading_stops_the_start(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group was joined while the configs loaded: a failed load leaves it again."""
+
+    async def failed(self: Table[Any], partitions: Any = None) -> None:
+        raise RuntimeError("practice-config stopped: broken")
+
+    monkeypatch.setattr(Table, "wait_loaded", failed)
+    service = SchedulerService(scheduler_settings(world.kafka))
+    with pytest.raises(RuntimeError, match="practice-config stopped"):
+        await service.start()
+    assert service._member is None and service._configs is None and not service.workers
+
+
 async def test_a_restart_neither_loses_nor_repeats(world: World) -> None:
     await world.config(P2, quiet_hours=None)
     clock = FakeClock(T0)
