@@ -1,6 +1,7 @@
 """Benchmark: HTTP PUTs through one his-gateway process, beside a raw aiokafka producer.
 
     .venv/bin/python bench/his_gateway.py [--events 20000] [--clients 50] [--bootstrap HOST:PORT]
+                                          [--rounds 3] [--http-floor]
 
 Without --bootstrap a local broker is started (deploy/kafka/kafka-local). The gateway runs
 as its own process (``reminders run his-gateway``, SQLite client store, uvicorn) on
@@ -17,6 +18,12 @@ line per round, then the last line with the medians (the ratio is the median of 
 round's gateway rate over its raw rate). The load generator and the raw producer run on
 the loop the gateway runs on (``services.common.loops.preferred_loop``: uvloop), as
 bench/notifier.py does; ``--loop asyncio`` runs them on asyncio's own, as before.
+
+``--http-floor`` adds a third phase to each round: the same PUTs (fresh ids) to
+bench/his_gateway_http_floor.py, a bare ASGI app on the gateway's server and options that
+publishes each body with the gateway's producer settings and answers 200, with no gateway
+code at all. Its rate and CPU per event show what the HTTP server, the loop and aiokafka
+cost by themselves: the part of a PUT that no gateway code can remove.
 """
 
 from __future__ import annotations
@@ -289,6 +296,20 @@ async def _wait_ready(base: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)
 
 
+async def _wait_listening(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("the HTTP floor did not start") from None
+            await asyncio.sleep(0.2)
+        else:
+            writer.close()
+            return
+
+
 async def _token(base: str, client_id: str, secret: str) -> str:
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     async with (
@@ -317,6 +338,10 @@ class _Round:
     cores: float
     client_us: float
     raw_cpu_us: float
+    # the HTTP floor (--http-floor): rate, p99 and its process's CPU per event
+    floor_rate: float | None = None
+    floor_p99_ms: float | None = None
+    floor_cpu_us: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -330,6 +355,7 @@ async def run(
     partitions: int,
     profile: str | None,
     rounds: int = 3,
+    http_floor: bool = False,
 ) -> None:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions)
@@ -360,11 +386,24 @@ async def run(
     )
     base = f"http://127.0.0.1:{port}"
     results: list[_Round] = []
+    floor: subprocess.Popen[bytes] | None = None
+    floor_port = _free_port()
+    if http_floor:
+        floor = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measurement)
+            [sys.executable, str(ROOT / "bench" / "his_gateway_http_floor.py"), str(floor_port)],
+            env={**env, "HTTP_FLOOR_TOPIC": topic},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
     try:
         await _wait_ready(base)
         token = await _token(base, client_id, secret)
         warmup = _resources(min(2000, events_count // 5))
         await _http_phase(port, token, warmup, clients)
+        if floor is not None:
+            await _wait_listening(floor_port)
+            await _http_phase(floor_port, token, warmup, clients)
         # The raw producer warms up too (a fresh one per round: metadata, connection).
         warm_records = _records(warmup[:500], partitions)
         for number in range(rounds):
@@ -387,6 +426,16 @@ async def run(
             raw_seconds, raw_latencies, raw_cpu = await _raw_phase(
                 kafka, topic, records, clients, warm_records
             )
+            floor_rate = floor_p99 = floor_cpu = None
+            if floor is not None:
+                # the same requests again (fresh ids), to the bare HTTP-to-Kafka app
+                before = sum(_cpu_split(floor.pid))
+                floor_seconds, floor_latencies = await _http_phase(
+                    floor_port, token, _resources(events_count), clients
+                )
+                floor_cpu = (sum(_cpu_split(floor.pid)) - before) / events_count * 1e6
+                floor_rate = events_count / floor_seconds
+                floor_p99 = _percentile(floor_latencies, 0.99) * 1000
             gateway_system = system_after - system_before
             gateway_cpu = user_after - user_before + gateway_system
             result = _Round(
@@ -400,6 +449,9 @@ async def run(
                 cores=gateway_cpu / http_seconds,
                 client_us=client_cpu / events_count * 1e6,
                 raw_cpu_us=raw_cpu / events_count * 1e6,
+                floor_rate=floor_rate,
+                floor_p99_ms=floor_p99,
+                floor_cpu_us=floor_cpu,
             )
             results.append(result)
             print(
@@ -411,12 +463,23 @@ async def run(
                 f"{os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+            if floor_rate is not None and floor_cpu is not None and floor_p99 is not None:
+                print(
+                    f"    HTTP floor (uvicorn + aiokafka, no gateway code): {floor_rate:,.0f} "
+                    f"events/s, p99 {floor_p99:.1f} ms, {floor_cpu:,.0f} us/event; gateway "
+                    f"/ HTTP floor {result.rate / floor_rate:.2f}, HTTP floor / raw "
+                    f"{floor_rate / result.raw_rate:.2f}",
+                    flush=True,
+                )
     finally:
-        gateway.terminate()
-        try:
-            gateway.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            gateway.kill()
+        for process in (gateway, floor):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
         log.close()
 
     def median(values: list[float]) -> float:
@@ -442,6 +505,15 @@ async def run(
         f"gateway log {workdir / 'gateway.log'}",
         flush=True,
     )
+    if http_floor:
+        floor_rate = median([r.floor_rate or 0.0 for r in results])
+        print(
+            f"HTTP floor (uvicorn + aiokafka, no gateway code): {floor_rate:,.0f} events/s, "
+            f"{median([r.floor_cpu_us or 0.0 for r in results]):,.0f} us/event; gateway / "
+            f"HTTP floor {median([r.rate / (r.floor_rate or 1.0) for r in results]):.2f}; "
+            f"HTTP floor / raw {median([(r.floor_rate or 0.0) / r.raw_rate for r in results]):.2f}",
+            flush=True,
+        )
     print(
         f"his-gateway: {rate:,.0f} events/s (floor {RATE_FLOOR:,.0f}), p50 {p50:.1f} ms, "
         f"p99 {p99:.1f} ms (ceiling {P99_CEILING_MS:.0f}); raw aiokafka {raw_rate:,.0f} "
@@ -467,6 +539,12 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="gateway and raw phases, alternately (default 3)"
     )
+    parser.add_argument(
+        "--http-floor",
+        action="store_true",
+        help="a third phase per round: the same PUTs to a bare HTTP-to-Kafka app on the same "
+        "server (bench/his_gateway_http_floor.py), what no gateway code can remove",
+    )
     args = parser.parse_args()
     bootstrap = args.bootstrap or os.environ.get("REMINDERS_BENCH_KAFKA_BOOTSTRAP")
     broker = None
@@ -489,6 +567,7 @@ def main() -> None:
                     args.partitions,
                     args.profile,
                     args.rounds,
+                    args.http_floor,
                 )
             )
     finally:
