@@ -296,20 +296,6 @@ async def _wait_ready(base: str, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _wait_listening(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit("the HTTP floor did not start") from None
-            await asyncio.sleep(0.2)
-        else:
-            writer.close()
-            return
-
-
 async def _token(base: str, client_id: str, secret: str) -> str:
     basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
     async with (
@@ -391,7 +377,7 @@ async def run(
     if http_floor:
         floor = subprocess.Popen(  # noqa: ASYNC220 (started once, before the measurement)
             [sys.executable, str(ROOT / "bench" / "his_gateway_http_floor.py"), str(floor_port)],
-            env={**env, "HTTP_FLOOR_TOPIC": topic},
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -402,7 +388,7 @@ async def run(
         warmup = _resources(min(2000, events_count // 5))
         await _http_phase(port, token, warmup, clients)
         if floor is not None:
-            await _wait_listening(floor_port)
+            await _wait_ready(f"http://127.0.0.1:{floor_port}")
             await _http_phase(floor_port, token, warmup, clients)
         # The raw producer warms up too (a fresh one per round: metadata, connection).
         warm_records = _records(warmup[:500], partitions)
@@ -505,13 +491,15 @@ async def run(
         f"gateway log {workdir / 'gateway.log'}",
         flush=True,
     )
-    if http_floor:
-        floor_rate = median([r.floor_rate or 0.0 for r in results])
+    floors = [(r, r.floor_rate, r.floor_cpu_us) for r in results]
+    measured = [(r, f, c) for r, f, c in floors if f is not None and c is not None]
+    if measured:
         print(
-            f"HTTP floor (uvicorn + aiokafka, no gateway code): {floor_rate:,.0f} events/s, "
-            f"{median([r.floor_cpu_us or 0.0 for r in results]):,.0f} us/event; gateway / "
-            f"HTTP floor {median([r.rate / (r.floor_rate or 1.0) for r in results]):.2f}; "
-            f"HTTP floor / raw {median([(r.floor_rate or 0.0) / r.raw_rate for r in results]):.2f}",
+            f"HTTP floor (uvicorn + aiokafka, no gateway code): "
+            f"{median([f for _, f, _ in measured]):,.0f} events/s, "
+            f"{median([c for _, _, c in measured]):,.0f} us/event; gateway / HTTP floor "
+            f"{median([r.rate / f for r, f, _ in measured]):.2f}; HTTP floor / raw "
+            f"{median([f / r.raw_rate for r, f, _ in measured]):.2f}",
             flush=True,
         )
     print(

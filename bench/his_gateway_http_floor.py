@@ -8,15 +8,15 @@ producer settings (idempotent, acks=all, linger 2 ms), answering 200 once the br
 confirmed. No routing, token, parser, practice check, metrics or answer headers: what is
 left is the HTTP server, the event loop and aiokafka, the part of a PUT's cost no gateway
 code can remove. The key is the appointment id of the path and the partition is named
-(a cheap hash of it), so no murmur2 in Python is timed. Reads its broker from
-``REMINDERS_KAFKA__BOOTSTRAP_SERVERS``, the topic from ``HTTP_FLOOR_TOPIC`` and the
-partitions from ``REMINDERS_KAFKA__PARTITIONS``.
+(a cheap hash of it), so no murmur2 in Python is timed. Its broker, topic prefix and
+partitions are the gateway's settings (``REMINDERS_KAFKA__*``); it writes to
+``his.appointments.v1`` as the gateway does. Any request but a PUT (the bench's
+``GET /readyz``) is answered 200 without publishing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import uvicorn
 from aiokafka import AIOKafkaProducer
 
+from schemas.topics import Topics
 from services.common.kafka import make_producer
 from services.common.loops import preferred_loop
-from services.common.settings import KafkaSettings
+from services.common.settings import KafkaSettings, Settings
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -51,6 +52,10 @@ class HttpFloor:
     async def __call__(self, scope: Message, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+            return
+        if scope["method"] != "PUT":
+            await send(_ANSWER)
+            await send(_BODY)
             return
         chunks = []
         while True:
@@ -87,11 +92,8 @@ class HttpFloor:
 
 
 def main() -> None:
-    kafka = KafkaSettings(
-        bootstrap_servers=os.environ["REMINDERS_KAFKA__BOOTSTRAP_SERVERS"],
-        partitions=int(os.environ["REMINDERS_KAFKA__PARTITIONS"]),
-    )
-    app = HttpFloor(kafka, os.environ["HTTP_FLOOR_TOPIC"])
+    kafka = Settings().kafka
+    app = HttpFloor(kafka, Topics(kafka.topic_prefix).his_appointments)
     # the options `reminders run his-gateway` gives uvicorn (services/his_gateway/app.py)
     config = uvicorn.Config(
         app,
