@@ -3,7 +3,7 @@
     .venv/bin/python bench/scheduler.py memory [--count 1000000] [--ids short|long]
     .venv/bin/python bench/scheduler.py kafka [--bootstrap HOST:PORT] [--count 1000000]
         [--changes 200000] [--burst 100000] [--steady-rate 1000] [--steady-seconds 60]
-        [--prefix PREFIX] [--steps raw,load,firing]
+        [--prefix PREFIX] [--steps raw,load,firing] [--rounds 1]
 
 ``memory``: the pending reminders through the real path (read_appointment, Planner,
 PartitionTimers, each table sized as a load sizes it), 12 partitions, in this process:
@@ -17,11 +17,18 @@ appointment and patient ids (the worst realistic case), ``short`` an AGB code, a
 1. fills appointments.v1 (12 partitions) with ``--count`` booked appointments over the
    next days (every one a pending reminder); ``--prefix`` reuses an earlier fill;
 2. raw: how fast aiokafka alone reads that topic (the floor under the load time), with
-   the fetch sizes of the scheduler's consumer;
+   the fetch sizes of the scheduler's consumer and the garbage collector settings the
+   scheduler sets at start (heap frozen, a young collection every 50,000 allocations):
+   they make aiokafka's own read a third faster, so a floor read with Python's defaults
+   flattered the ratio (before 2026-12-03 13:00 it was read that way);
 3. load: a SchedulerService in this process, from start() until it reports ready
    (target: 1,000,000 in at most 30 s); then ingest: ``--changes`` reschedules published
    while the service's consumer is paused, and the time until it has applied them all
-   after it resumes (target: at least 20,000 per second);
+   after it resumes (target: at least 20,000 per second). ``--rounds N`` (with both raw
+   and load) alternates N rounds of a raw read with Python's collector defaults, one with
+   the scheduler's, and a load, so that all meet the same load of a shared machine; a
+   line per round, then the medians (the ratio against both reads); the changes are
+   ingested after the last load;
 4. firing, by ``python -m services.reminder_scheduler`` (its own process, loaded with
    everything above): ``--burst`` reminders due in the same second (target: all emitted
    within 10 s), then ``--steady-rate`` per second for ``--steady-seconds`` (target: p99
@@ -45,6 +52,7 @@ import gc
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -75,7 +83,11 @@ from services.reminder_scheduler.due_time import DEFAULT_POLICY  # noqa: E402
 from services.reminder_scheduler.planner import Planner  # noqa: E402
 from services.reminder_scheduler.records import read_appointment  # noqa: E402
 from services.reminder_scheduler.samples import appointment_value, publish  # noqa: E402
-from services.reminder_scheduler.service import FETCH_SIZES, SchedulerService  # noqa: E402
+from services.reminder_scheduler.service import (  # noqa: E402
+    FETCH_SIZES,
+    SchedulerService,
+    freeze_heap,
+)
 from services.reminder_scheduler.timers import PartitionTimers  # noqa: E402
 
 PARTITIONS = 12
@@ -170,6 +182,10 @@ class GcTime:
             self.seconds += time.perf_counter() - self._since
 
 
+# What a fresh CPython starts with (gc.get_threshold()).
+DEFAULT_GC_THRESHOLDS = (700, 10, 10)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -216,10 +232,23 @@ async def fill(kafka: KafkaSettings, count: int) -> None:
         await producer.stop()
 
 
-async def raw_read(kafka: KafkaSettings) -> tuple[float, float]:
+def default_collector() -> None:
+    """Python's own garbage collector settings, nothing frozen: what a fresh process has
+    (a SchedulerService's start() tunes both, for the rest of the process)."""
+    gc.unfreeze()
+    gc.set_threshold(*DEFAULT_GC_THRESHOLDS)
+
+
+async def raw_read(kafka: KafkaSettings, *, collector: str = "default") -> tuple[float, float]:
     """How fast aiokafka alone reads appointments.v1: (wall-clock, CPU) seconds, with the
-    fetch sizes of the scheduler's appointment consumer."""
+    fetch sizes of the scheduler's appointment consumer. ``collector``: "default" reads
+    with Python's garbage collector settings, "scheduler" with the ones a SchedulerService
+    sets at start (heap frozen, a young collection every 50,000 allocations instead of
+    700), which make aiokafka's own read a third faster."""
     topic = Topics(kafka.topic_prefix).appointments
+    default_collector()
+    if collector == "scheduler":
+        freeze_heap()
     consumer = make_consumer(kafka, group_id=None, **FETCH_SIZES)
     await consumer.start()
     try:
@@ -236,12 +265,13 @@ async def raw_read(kafka: KafkaSettings) -> tuple[float, float]:
         elapsed = time.perf_counter() - started
         cpu = time.process_time() - cpu
         print(
-            f"raw read: {read:,} records in {elapsed:,.1f} s ({read / elapsed:,.0f}/s; "
-            f"{cpu:,.1f} s of CPU)"
+            f"raw read ({collector} garbage collector settings): {read:,} records in "
+            f"{elapsed:,.1f} s ({read / elapsed:,.0f}/s; {cpu:,.1f} s of CPU)"
         )
         return elapsed, cpu
     finally:
         await consumer.stop()
+        default_collector()
 
 
 def _burst_values(count: int) -> list[tuple[bytes, bytes]]:
@@ -373,11 +403,14 @@ def changes_of(count: int) -> list[tuple[str, bytes]]:
 
 
 async def load_and_ingest(
-    kafka: KafkaSettings, changes: int, raw: tuple[float, float] | None
-) -> None:
+    kafka: KafkaSettings, changes: int, raw: tuple[float, float] | None, *, ingest: bool = True
+) -> tuple[float, float]:
+    """The load (and, with ``ingest``, the changes after it): the load's (wall-clock, CPU)
+    seconds from start() to ready."""
     # Made before the service starts: building them while it runs would block its event
     # loop (and its group heartbeats) for seconds.
-    changed = changes_of(changes)
+    changed = changes_of(changes) if ingest else []
+    default_collector()  # as in a fresh process: start() sets the scheduler's own
     gc.collect()
     baseline = rss_bytes()
     service = SchedulerService(settings_for(kafka))
@@ -405,10 +438,15 @@ async def load_and_ingest(
         # CPU beside wall clock: on a shared machine the wall clock counts other processes.
         print(
             f"reload: {pending:,} appointments loaded in {elapsed:,.1f} s ({cpu:,.1f} s CPU), "
-            f"floor raw aiokafka read of the same topic {raw[0]:,.1f} s ({raw[1]:,.1f} s CPU), "
+            f"floor raw aiokafka read of the same topic with the scheduler's garbage "
+            f"collector settings {raw[0]:,.1f} s ({raw[1]:,.1f} s CPU), "
             f"ratio {elapsed / raw[0]:,.2f}x wall, {cpu / raw[1]:,.2f}x CPU (target <= 2x); "
             f"{cpu / pending * 1e6:,.1f} us CPU per appointment"
         )
+    loaded = (elapsed, cpu)
+    if not ingest:
+        await service.stop()
+        return loaded
     try:
         consumer = service._consumer
         assert consumer is not None
@@ -438,6 +476,7 @@ async def load_and_ingest(
         )
     finally:
         await service.stop()
+    return loaded
 
 
 class Process:
@@ -610,6 +649,41 @@ async def firing(kafka: KafkaSettings, burst: int, rate: int, seconds: int) -> N
         process.stop()
 
 
+async def reload_rounds(kafka: KafkaSettings, changes: int, rounds: int) -> None:
+    """``rounds`` raw reads and loads, alternately (raw, load, raw, load, ...), so that
+    both meet the same load of a shared machine: a line per round, then the medians (the
+    ratio is the median of each round's load over its own raw read). The changes are
+    ingested after the last load only."""
+    walls: list[float] = []
+    cpus: list[float] = []
+    default_walls: list[float] = []
+    loads: list[float] = []
+    raws: list[float] = []
+    for number in range(rounds):
+        plain = await raw_read(kafka)
+        raw = await raw_read(kafka, collector="scheduler")
+        load = await load_and_ingest(kafka, changes, raw, ingest=number == rounds - 1)
+        loads.append(load[0])
+        raws.append(raw[0])
+        walls.append(load[0] / raw[0])
+        cpus.append(load[1] / raw[1])
+        default_walls.append(load[0] / plain[0])
+        print(
+            f"round {number + 1}/{rounds}: load {load[0]:,.1f} s ({load[1]:,.1f} s CPU) vs raw "
+            f"read {raw[0]:,.1f} s ({raw[1]:,.1f} s CPU) with the scheduler's garbage "
+            f"collector settings: {walls[-1]:,.2f}x wall, {cpus[-1]:,.2f}x CPU; vs raw read "
+            f"{plain[0]:,.1f} s with Python's defaults: {default_walls[-1]:,.2f}x wall"
+        )
+    print(
+        f"reload, median of {rounds} alternating rounds: {statistics.median(loads):,.1f} s "
+        f"from start() to ready vs a raw aiokafka read of {statistics.median(raws):,.1f} s "
+        f"(the same garbage collector settings), ratio {statistics.median(walls):,.2f}x wall "
+        f"({min(walls):,.2f}-{max(walls):,.2f}), {statistics.median(cpus):,.2f}x CPU "
+        f"({min(cpus):,.2f}-{max(cpus):,.2f}) (target <= 2x); against a raw read with "
+        f"Python's defaults {statistics.median(default_walls):,.2f}x wall"
+    )
+
+
 async def bench_kafka(args: argparse.Namespace) -> None:
     broker: Any = None
     bootstrap = args.bootstrap
@@ -629,9 +703,12 @@ async def bench_kafka(args: argparse.Namespace) -> None:
             await create_topics(kafka)
             await fill(kafka, args.count)
         print(f"topics: {kafka.topic_prefix}*")
-        raw = await raw_read(kafka) if "raw" in args.steps else None
-        if "load" in args.steps:
-            await load_and_ingest(kafka, args.changes, raw)
+        if "raw" in args.steps and "load" in args.steps and args.rounds > 1:
+            await reload_rounds(kafka, args.changes, args.rounds)
+        else:
+            raw = await raw_read(kafka, collector="scheduler") if "raw" in args.steps else None
+            if "load" in args.steps:
+                await load_and_ingest(kafka, args.changes, raw)
         if "firing" in args.steps:
             await firing(kafka, args.burst, args.steady_rate, args.steady_seconds)
     finally:
@@ -657,6 +734,12 @@ def main() -> None:
     kafka.add_argument("--steady-rate", type=int, default=1000)
     kafka.add_argument("--steady-seconds", type=int, default=60)
     kafka.add_argument("--steps", default="raw,load,firing", help="comma-separated subset")
+    kafka.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with raw and load: that many raw reads and loads, alternately, and their medians",
+    )
     args = parser.parse_args()
     if args.command == "memory":
         bench_memory(args.count, args.ids)

@@ -62,7 +62,7 @@ FETCH_SIZES: Final = {
 _YOUNG_COLLECTION_EVERY = 50_000
 
 
-def _freeze_heap() -> None:
+def freeze_heap() -> None:
     """Move what lives now into the collector's permanent generation: a full collection
     then scans only what was allocated since (a reload and a firing burst allocate
     millions of short-lived objects; each full collection scanned the whole heap).
@@ -144,7 +144,7 @@ class SchedulerService:
             raise
         self._configs_loaded = True
         self._ctx.configs_loaded.set()
-        _freeze_heap()  # the modules, clients and configs: not scanned again by the load
+        freeze_heap()  # the modules, clients and configs: not scanned again by the load
         log.info(
             "scheduler started",
             extra={"group_id": self.group_id, "partitions": self._partitions},
@@ -199,7 +199,7 @@ class SchedulerService:
         full collections of a firing burst scan only what the burst itself allocates
         (they took about a fifth of a burst's CPU, 0.1 s each, scanning the whole heap)."""
         if not any(worker.loading for worker in self.workers.values()):
-            _freeze_heap()
+            freeze_heap()
 
     # ------------------------------------------------------------------ policies
     def policy_of(self, practice_id: str) -> Policy:
