@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/notifier.py [--reminders 3000] [--batch-sizes 5,20,100]
                                        [--partitions 12] [--bootstrap HOST:PORT]
-                                       [--warmup 600]
+                                       [--warmup 600] [--rounds 1]
 
 Without --bootstrap a local broker is started (deploy/kafka/kafka-local). For each batch
 size the records (configs, appointments, preferences, due reminders) are published under
@@ -31,7 +31,9 @@ the same number of connections (``--connections``, the notifier's SMTP pool size
 the same sink. One line per batch size: figure, floor, ratio (target >= 70%), CPU
 per reminder (target <= 1 ms) and, beside it, the floor's own client CPU per message
 (``time.process_time`` around ``run_raw``: what part of the notifier's CPU is the mail
-library itself).
+library itself). ``--rounds N`` runs N such rounds per batch size, a line each, then a
+line with the medians (the ratio is the median of each round's own ratio): on a shared
+machine one round's ratio moved between 33% and 69% within the same hour.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ import argparse
 import asyncio
 import logging
 import multiprocessing
+import statistics
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -188,7 +192,7 @@ async def _round(
     practices: int,
     port: int,
     connections: int,
-) -> str:
+) -> _Figures:
     kafka = KafkaSettings(
         bootstrap_servers=bootstrap,
         topic_prefix=f"bench{uuid.uuid4().hex[:8]}.",
@@ -232,13 +236,34 @@ async def _round(
     floor = await run_raw(port, messages, connections, connections)
     floor_cpu_ms = (time.process_time() - floor_cpu_start) / len(messages) * 1e3
     cpu_ms = cpu / reminders * 1e3
-    return (
+    line = (
         f"batch {batch_size:>4}: notifier {rate:6.0f} reminders/s, floor raw aiosmtplib "
         f"{floor:6.0f} msg/s ({connections} connections, same messages), ratio "
         f"{rate / floor:6.1%} (target >= 70%); notifier CPU {cpu_ms:5.2f} ms/reminder "
         f"(target <= 1), floor client CPU {floor_cpu_ms:5.2f} ms/msg; "
         f"load {ready - began:5.2f} s, mean batch {mean_batch * 1000:6.1f} ms, "
         f"{batches / (done - ready):5.1f} txn/s"
+    )
+    return _Figures(rate, floor, cpu_ms, line)
+
+
+@dataclass(frozen=True)
+class _Figures:
+    rate: float  # reminders per second, end to end
+    floor: float  # raw aiosmtplib messages per second, right after
+    cpu_ms: float  # notifier CPU per reminder
+    line: str
+
+
+def _median_line(batch_size: int, rounds: list[_Figures]) -> str:
+    ratios = [r.rate / r.floor for r in rounds]
+    return (
+        f"batch {batch_size:>4}, median of {len(rounds)} rounds (notifier, floor, notifier, "
+        f"floor, ...): notifier {statistics.median(r.rate for r in rounds):6.0f} reminders/s, "
+        f"floor {statistics.median(r.floor for r in rounds):6.0f} msg/s, ratio "
+        f"{statistics.median(ratios):6.1%} ({min(ratios):.1%}-{max(ratios):.1%}; target >= "
+        f"70%); notifier CPU {statistics.median(r.cpu_ms for r in rounds):5.2f} ms/reminder "
+        "(target <= 1)"
     )
 
 
@@ -250,6 +275,12 @@ def main() -> int:
     parser.add_argument("--batch-sizes", default="5,20,100")
     parser.add_argument("--bootstrap", default=None)
     parser.add_argument("--connections", type=int, default=8, help="SMTP connections (both)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds per batch size (each the notifier, then its floor), and their medians",
+    )
     parser.add_argument(
         "--warmup", type=int, default=600, help="reminders of the unreported first round"
     )
@@ -293,19 +324,24 @@ def main() -> int:
                 )
             print(f"warm-up round: {args.warmup} reminders at batch {sizes[0]}, not reported")
         for size in sizes:
-            with asyncio.Runner(loop_factory=factory) as runner:
-                line = runner.run(
-                    _round(
-                        bootstrap,
-                        args.partitions,
-                        size,
-                        args.reminders,
-                        args.practices,
-                        port,
-                        args.connections,
+            rounds: list[_Figures] = []
+            for _ in range(args.rounds):
+                with asyncio.Runner(loop_factory=factory) as runner:
+                    figures = runner.run(
+                        _round(
+                            bootstrap,
+                            args.partitions,
+                            size,
+                            args.reminders,
+                            args.practices,
+                            port,
+                            args.connections,
+                        )
                     )
-                )
-            print(line, flush=True)
+                rounds.append(figures)
+                print(figures.line, flush=True)
+            if len(rounds) > 1:
+                print(_median_line(size, rounds), flush=True)
         parent.send("count")
         print(f"messages accepted by the sink (notifier and floor): {parent.recv()}")
     finally:
