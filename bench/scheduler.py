@@ -20,7 +20,7 @@ appointment and patient ids (the worst realistic case), ``short`` an AGB code, a
    the fetch sizes of the scheduler's consumer and the garbage collector settings the
    scheduler sets at start (heap frozen, a young collection every 50,000 allocations):
    they make aiokafka's own read a third faster, so a floor read with Python's defaults
-   flattered the ratio (before 2026-12-03 13:00 it was read that way);
+   flattered the ratio (before 2026-12-03 12:30 it was read that way);
 3. load: a SchedulerService in this process, from start() until it reports ready
    (target: 1,000,000 in at most 30 s); then ingest: ``--changes`` reschedules published
    while the service's consumer is paused, and the time until it has applied them all
@@ -61,7 +61,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -182,8 +182,9 @@ class GcTime:
             self.seconds += time.perf_counter() - self._since
 
 
-# What a fresh CPython starts with (gc.get_threshold()).
-DEFAULT_GC_THRESHOLDS = (700, 10, 10)
+# What this process started with (CPython's (700, 10, 10)), before a SchedulerService's
+# start() changes it.
+DEFAULT_GC_THRESHOLDS = gc.get_threshold()
 
 
 def free_port() -> int:
@@ -239,7 +240,9 @@ def default_collector() -> None:
     gc.set_threshold(*DEFAULT_GC_THRESHOLDS)
 
 
-async def raw_read(kafka: KafkaSettings, *, collector: str = "default") -> tuple[float, float]:
+async def raw_read(
+    kafka: KafkaSettings, *, collector: Literal["default", "scheduler"] = "default"
+) -> tuple[float, float]:
     """How fast aiokafka alone reads appointments.v1: (wall-clock, CPU) seconds, with the
     fetch sizes of the scheduler's appointment consumer. ``collector``: "default" reads
     with Python's garbage collector settings, "scheduler" with the ones a SchedulerService
@@ -650,10 +653,10 @@ async def firing(kafka: KafkaSettings, burst: int, rate: int, seconds: int) -> N
 
 
 async def reload_rounds(kafka: KafkaSettings, changes: int, rounds: int) -> None:
-    """``rounds`` raw reads and loads, alternately (raw, load, raw, load, ...), so that
-    both meet the same load of a shared machine: a line per round, then the medians (the
-    ratio is the median of each round's load over its own raw read). The changes are
-    ingested after the last load only."""
+    """``rounds`` rounds of a raw read with Python's collector defaults, one with the
+    scheduler's and a load, so that all three meet the same load of a shared machine: a
+    line per round, then the medians (a ratio is the median of each round's load over its
+    own raw read). The changes are ingested after the last load only."""
     walls: list[float] = []
     cpus: list[float] = []
     default_walls: list[float] = []
