@@ -24,11 +24,11 @@ appointment and patient ids (the worst realistic case), ``short`` an AGB code, a
 3. load: a SchedulerService in this process, from start() until it reports ready
    (target: 1,000,000 in at most 30 s); then ingest: ``--changes`` reschedules published
    while the service's consumer is paused, and the time until it has applied them all
-   after it resumes (target: at least 20,000 per second). ``--rounds N`` (with both raw
-   and load) alternates N rounds of a raw read with Python's collector defaults, one with
-   the scheduler's, and a load, so that all meet the same load of a shared machine; a
-   line per round, then the medians (the ratio against both reads); the changes are
-   ingested after the last load;
+   after it resumes (target: at least 20,000 per second). With both raw and load, each of
+   ``--rounds N`` (default 1) rounds is a raw read with Python's collector defaults, one
+   with the scheduler's, and a load, so that all meet the same load of a shared machine;
+   a line per round with the ratios against both reads, then (N > 1) the medians; the
+   changes are ingested after the last load;
 4. firing, by ``python -m services.reminder_scheduler`` (its own process, loaded with
    everything above): ``--burst`` reminders due in the same second (target: all emitted
    within 10 s), then ``--steady-rate`` per second for ``--steady-seconds`` (target: p99
@@ -61,7 +61,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -274,7 +274,6 @@ async def raw_read(
         return elapsed, cpu
     finally:
         await consumer.stop()
-        default_collector()
 
 
 def _burst_values(count: int) -> list[tuple[bytes, bytes]]:
@@ -405,11 +404,14 @@ def changes_of(count: int) -> list[tuple[str, bytes]]:
     return changed
 
 
-async def load_and_ingest(
-    kafka: KafkaSettings, changes: int, raw: tuple[float, float] | None, *, ingest: bool = True
-) -> tuple[float, float]:
-    """The load (and, with ``ingest``, the changes after it): the load's (wall-clock, CPU)
-    seconds from start() to ready."""
+class Loaded(NamedTuple):
+    seconds: float  # wall clock, from start() to ready
+    cpu: float  # CPU seconds of this process in that time
+    pending: int  # pending reminders after it
+
+
+async def load_and_ingest(kafka: KafkaSettings, changes: int, *, ingest: bool = True) -> Loaded:
+    """The load and, with ``ingest``, the changes after it."""
     # Made before the service starts: building them while it runs would block its event
     # loop (and its group heartbeats) for seconds.
     changed = changes_of(changes) if ingest else []
@@ -437,49 +439,45 @@ async def load_and_ingest(
         f"{held / 2**20:,.0f} MiB resident above the baseline ({held / pending:,.0f} B each, "
         "with the clients' buffers)"
     )
-    if raw is not None:
-        # CPU beside wall clock: on a shared machine the wall clock counts other processes.
-        print(
-            f"reload: {pending:,} appointments loaded in {elapsed:,.1f} s ({cpu:,.1f} s CPU), "
-            f"floor raw aiokafka read of the same topic with the scheduler's garbage "
-            f"collector settings {raw[0]:,.1f} s ({raw[1]:,.1f} s CPU), "
-            f"ratio {elapsed / raw[0]:,.2f}x wall, {cpu / raw[1]:,.2f}x CPU (target <= 2x); "
-            f"{cpu / pending * 1e6:,.1f} us CPU per appointment"
-        )
-    loaded = (elapsed, cpu)
-    if not ingest:
-        await service.stop()
-        return loaded
     try:
-        consumer = service._consumer
-        assert consumer is not None
-        tps = sorted(consumer.assignment())
-        consumer.pause(*tps)
-        producer = make_producer(kafka, linger_ms=50, max_batch_size=1024 * 1024)
-        await producer.start()
-        try:
-            topic = Topics(kafka.topic_prefix).appointments
-            await publish(producer, topic, changed, partitions=kafka.partitions)
-        finally:
-            await producer.stop()
-        ends = await consumer.end_offsets(tps)
-        started = time.perf_counter()
-        cpu = time.process_time()
-        consumer.resume(*tps)
-        for tp in tps:
-            position = await consumer.position(tp)
-            while position < ends[tp]:
-                await asyncio.sleep(0.01)
-                position = await consumer.position(tp)
-        elapsed = time.perf_counter() - started
-        cpu = time.process_time() - cpu
-        print(
-            f"ingest: {changes:,} appointment changes applied in {elapsed:,.2f} s "
-            f"({changes / elapsed:,.0f}/s; target >= 20,000/s; {cpu:,.2f} s of CPU)"
-        )
+        if ingest:
+            await _ingest(kafka, service, changed)
     finally:
         await service.stop()
-    return loaded
+    return Loaded(elapsed, cpu, pending)
+
+
+async def _ingest(
+    kafka: KafkaSettings, service: SchedulerService, changed: list[tuple[str, bytes]]
+) -> None:
+    """``changed`` published while the service's consumer is paused, then the time until
+    it has applied them all after it resumes."""
+    consumer = service._consumer
+    assert consumer is not None
+    tps = sorted(consumer.assignment())
+    consumer.pause(*tps)
+    producer = make_producer(kafka, linger_ms=50, max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        topic = Topics(kafka.topic_prefix).appointments
+        await publish(producer, topic, changed, partitions=kafka.partitions)
+    finally:
+        await producer.stop()
+    ends = await consumer.end_offsets(tps)
+    started = time.perf_counter()
+    cpu = time.process_time()
+    consumer.resume(*tps)
+    for tp in tps:
+        position = await consumer.position(tp)
+        while position < ends[tp]:
+            await asyncio.sleep(0.01)
+            position = await consumer.position(tp)
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    print(
+        f"ingest: {len(changed):,} appointment changes applied in {elapsed:,.2f} s "
+        f"({len(changed) / elapsed:,.0f}/s; target >= 20,000/s; {cpu:,.2f} s of CPU)"
+    )
 
 
 class Process:
@@ -655,8 +653,8 @@ async def firing(kafka: KafkaSettings, burst: int, rate: int, seconds: int) -> N
 async def reload_rounds(kafka: KafkaSettings, changes: int, rounds: int) -> None:
     """``rounds`` rounds of a raw read with Python's collector defaults, one with the
     scheduler's and a load, so that all three meet the same load of a shared machine: a
-    line per round, then the medians (a ratio is the median of each round's load over its
-    own raw read). The changes are ingested after the last load only."""
+    line per round and, for more than one, the medians (a ratio is the median of each
+    round's load over its own raw read). The changes are ingested after the last load."""
     walls: list[float] = []
     cpus: list[float] = []
     default_walls: list[float] = []
@@ -665,26 +663,31 @@ async def reload_rounds(kafka: KafkaSettings, changes: int, rounds: int) -> None
     for number in range(rounds):
         plain = await raw_read(kafka)
         raw = await raw_read(kafka, collector="scheduler")
-        load = await load_and_ingest(kafka, changes, raw, ingest=number == rounds - 1)
-        loads.append(load[0])
+        load = await load_and_ingest(kafka, changes, ingest=number == rounds - 1)
+        loads.append(load.seconds)
         raws.append(raw[0])
-        walls.append(load[0] / raw[0])
-        cpus.append(load[1] / raw[1])
-        default_walls.append(load[0] / plain[0])
+        walls.append(load.seconds / raw[0])
+        cpus.append(load.cpu / raw[1])
+        default_walls.append(load.seconds / plain[0])
+        # CPU beside wall clock: on a shared machine the wall clock counts other processes.
         print(
-            f"round {number + 1}/{rounds}: load {load[0]:,.1f} s ({load[1]:,.1f} s CPU) vs raw "
-            f"read {raw[0]:,.1f} s ({raw[1]:,.1f} s CPU) with the scheduler's garbage "
-            f"collector settings: {walls[-1]:,.2f}x wall, {cpus[-1]:,.2f}x CPU; vs raw read "
-            f"{plain[0]:,.1f} s with Python's defaults: {default_walls[-1]:,.2f}x wall"
+            f"round {number + 1}/{rounds}: reload of {load.pending:,} appointments "
+            f"{load.seconds:,.1f} s ({load.cpu:,.1f} s CPU, "
+            f"{load.cpu / load.pending * 1e6:,.1f} us per appointment) vs raw read "
+            f"{raw[0]:,.1f} s ({raw[1]:,.1f} s CPU) with the scheduler's garbage collector "
+            f"settings: {walls[-1]:,.2f}x wall, {cpus[-1]:,.2f}x CPU (target <= 2x); vs raw "
+            f"read {plain[0]:,.1f} s with Python's defaults: {default_walls[-1]:,.2f}x wall"
         )
-    print(
-        f"reload, median of {rounds} alternating rounds: {statistics.median(loads):,.1f} s "
-        f"from start() to ready vs a raw aiokafka read of {statistics.median(raws):,.1f} s "
-        f"(the same garbage collector settings), ratio {statistics.median(walls):,.2f}x wall "
-        f"({min(walls):,.2f}-{max(walls):,.2f}), {statistics.median(cpus):,.2f}x CPU "
-        f"({min(cpus):,.2f}-{max(cpus):,.2f}) (target <= 2x); against a raw read with "
-        f"Python's defaults {statistics.median(default_walls):,.2f}x wall"
-    )
+    if rounds > 1:
+        print(
+            f"reload, median of {rounds} alternating rounds: {statistics.median(loads):,.1f} s "
+            f"from start() to ready vs a raw aiokafka read of {statistics.median(raws):,.1f} s "
+            f"(the same garbage collector settings), ratio "
+            f"{statistics.median(walls):,.2f}x wall ({min(walls):,.2f}-{max(walls):,.2f}), "
+            f"{statistics.median(cpus):,.2f}x CPU ({min(cpus):,.2f}-{max(cpus):,.2f}) "
+            f"(target <= 2x); against a raw read with Python's defaults "
+            f"{statistics.median(default_walls):,.2f}x wall"
+        )
 
 
 async def bench_kafka(args: argparse.Namespace) -> None:
@@ -706,12 +709,12 @@ async def bench_kafka(args: argparse.Namespace) -> None:
             await create_topics(kafka)
             await fill(kafka, args.count)
         print(f"topics: {kafka.topic_prefix}*")
-        if "raw" in args.steps and "load" in args.steps and args.rounds > 1:
+        if "raw" in args.steps and "load" in args.steps:
             await reload_rounds(kafka, args.changes, args.rounds)
-        else:
-            raw = await raw_read(kafka, collector="scheduler") if "raw" in args.steps else None
-            if "load" in args.steps:
-                await load_and_ingest(kafka, args.changes, raw)
+        elif "raw" in args.steps:
+            await raw_read(kafka, collector="scheduler")
+        elif "load" in args.steps:
+            await load_and_ingest(kafka, args.changes)
         if "firing" in args.steps:
             await firing(kafka, args.burst, args.steady_rate, args.steady_seconds)
     finally:
@@ -741,7 +744,7 @@ def main() -> None:
         "--rounds",
         type=int,
         default=1,
-        help="with raw and load: that many raw reads and loads, alternately, and their medians",
+        help="with raw and load: that many rounds (two raw reads and a load), and the medians",
     )
     args = parser.parse_args()
     if args.command == "memory":
