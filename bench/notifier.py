@@ -58,6 +58,7 @@ if __package__ in (None, ""):  # run as a script: make `services` importable
 
 from prometheus_client import REGISTRY
 
+from bench.proc import cpu_seconds
 from bench.smtp_pool import run_raw
 from devkit.sinks.smtp_sink import SmtpSink
 from schemas.models import (
@@ -192,6 +193,7 @@ async def _round(
     practices: int,
     port: int,
     connections: int,
+    others: dict[str, int],
 ) -> _Figures:
     kafka = KafkaSettings(
         bootstrap_servers=bootstrap,
@@ -220,11 +222,13 @@ async def _round(
         )
         ready = time.perf_counter()
         cpu_ready = time.process_time()
+        others_ready = _cpu_of(others)
         await _until(
             lambda: sum(w.outcomes_committed for w in service.workers.values()) >= reminders
         )
         done = time.perf_counter()
         cpu = time.process_time() - cpu_ready
+        others_notifier = _cpu_of(others, since=others_ready, per=reminders)
     finally:
         await service.stop()
     batches_after, seconds_after = _batch_stats()
@@ -233,8 +237,10 @@ async def _round(
     rate = reminders / (done - ready)
     messages = await _same_messages(settings, joined)
     floor_cpu_start = time.process_time()
+    others_floor = _cpu_of(others)
     floor = await run_raw(port, messages, connections, connections)
     floor_cpu_ms = (time.process_time() - floor_cpu_start) / len(messages) * 1e3
+    others_floor = _cpu_of(others, since=others_floor, per=len(messages))
     cpu_ms = cpu / reminders * 1e3
     line = (
         f"batch {batch_size:>4}: notifier {rate:6.0f} reminders/s, floor raw aiosmtplib "
@@ -244,7 +250,22 @@ async def _round(
         f"load {ready - began:5.2f} s, mean batch {mean_batch * 1000:6.1f} ms, "
         f"{batches / (done - ready):5.1f} txn/s"
     )
+    if others:
+        shares = ", ".join(
+            f"{name} {others_notifier[name]:.2f} / {others_floor[name]:.2f}" for name in others
+        )
+        line += f"\n    other processes' CPU per reminder (ms), notifier / floor: {shares}"
     return _Figures(rate, floor, cpu_ms, line)
+
+
+def _cpu_of(
+    pids: dict[str, int], *, since: dict[str, float] | None = None, per: int = 1
+) -> dict[str, float]:
+    """CPU seconds of each process so far; with ``since``, milliseconds per item since."""
+    now = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    if since is None:
+        return now
+    return {name: (now[name] - since[name]) / per * 1e3 for name in pids}
 
 
 @dataclass(frozen=True)
@@ -282,6 +303,12 @@ def main() -> int:
         help="rounds per batch size (each the notifier, then its floor), and their medians",
     )
     parser.add_argument(
+        "--broker-pid",
+        type=int,
+        default=None,
+        help="the broker's process (with --bootstrap), to print its CPU per reminder",
+    )
+    parser.add_argument(
         "--warmup", type=int, default=600, help="reminders of the unreported first round"
     )
     args = parser.parse_args()
@@ -300,6 +327,14 @@ def main() -> int:
     sink = multiprocessing.Process(target=_sink_process, args=(child,), daemon=True)
     sink.start()
     port = parent.recv()
+    # The CPU the sink and the broker spend per reminder in each phase: they share this
+    # machine's cores with the notifier (and with the floor's client).
+    others = {"sink": sink.pid} if sink.pid is not None else {}
+    broker_pid = args.broker_pid
+    if broker_pid is None and broker is not None and broker.state_dir is not None:
+        broker_pid = int((broker.state_dir / "pid").read_text())
+    if broker_pid is not None:
+        others["broker"] = broker_pid
     try:
         factory = preferred_loop()  # what the notifier app names as its loop_factory
         loop_name = "asyncio" if factory is None else f"{factory.__module__.split('.')[0]}"
@@ -320,6 +355,7 @@ def main() -> int:
                         args.practices,
                         port,
                         args.connections,
+                        others,
                     )
                 )
             print(f"warm-up round: {args.warmup} reminders at batch {sizes[0]}, not reported")
@@ -336,6 +372,7 @@ def main() -> int:
                             args.practices,
                             port,
                             args.connections,
+                            others,
                         )
                     )
                 rounds.append(figures)

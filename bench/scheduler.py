@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import TopicPartition  # noqa: E402
 
+from bench.proc import cpu_seconds, rss_bytes  # noqa: E402
 from schemas.topics import Topics  # noqa: E402
 from services.common.kafka import create_topics, make_consumer, make_producer  # noqa: E402
 from services.common.settings import (  # noqa: E402
@@ -92,18 +93,6 @@ from services.reminder_scheduler.timers import PartitionTimers  # noqa: E402
 
 PARTITIONS = 12
 PRACTICES = 2000
-
-
-def rss_bytes(pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def practice(n: int) -> str:
