@@ -115,6 +115,11 @@ def _cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def _broker_cpu(pid: int | None) -> float:
+    """The broker's CPU seconds so far, 0 when its process is not named."""
+    return sum(_cpu_split(pid)) if pid else 0.0
+
+
 def _server_stack() -> str:
     """What uvicorn's "auto" picks in this environment (httptools and uvloop are faster)."""
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
@@ -328,6 +333,10 @@ class _Round:
     floor_rate: float | None = None
     floor_p99_ms: float | None = None
     floor_cpu_us: float | None = None
+    # the broker's CPU per event in the gateway's phase and in the raw producer's
+    # (--broker-pid): it shares the machine's cores with the gateway and its clients
+    broker_us: float | None = None
+    raw_broker_us: float | None = None
 
     @property
     def ratio(self) -> float:
@@ -342,6 +351,7 @@ async def run(
     profile: str | None,
     rounds: int = 3,
     http_floor: bool = False,
+    broker_pid: int | None = None,
 ) -> None:
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=partitions)
@@ -404,14 +414,18 @@ async def run(
                 spying = subprocess.Popen(spy)  # noqa: ASYNC220
             (user_before, system_before) = _cpu_split(gateway.pid)
             client_before = time.process_time()
+            broker_before = _broker_cpu(broker_pid)
             http_seconds, http_latencies = await _http_phase(port, token, events, clients)
             user_after, system_after = _cpu_split(gateway.pid)
             client_cpu = time.process_time() - client_before
+            broker_http = _broker_cpu(broker_pid) - broker_before
             if spying is not None:
                 spying.wait(timeout=60)
+            broker_before = _broker_cpu(broker_pid)
             raw_seconds, raw_latencies, raw_cpu = await _raw_phase(
                 kafka, topic, records, clients, warm_records
             )
+            broker_raw = _broker_cpu(broker_pid) - broker_before
             floor_rate = floor_p99 = floor_cpu = None
             if floor is not None:
                 # the same requests again (fresh ids), to the bare HTTP-to-Kafka app
@@ -438,6 +452,8 @@ async def run(
                 floor_rate=floor_rate,
                 floor_p99_ms=floor_p99,
                 floor_cpu_us=floor_cpu,
+                broker_us=broker_http / events_count * 1e6 if broker_pid else None,
+                raw_broker_us=broker_raw / events_count * 1e6 if broker_pid else None,
             )
             results.append(result)
             print(
@@ -449,6 +465,12 @@ async def run(
                 f"{os.getloadavg()[0]:.1f}",
                 flush=True,
             )
+            if result.broker_us is not None and result.raw_broker_us is not None:
+                print(
+                    f"    broker CPU {result.broker_us:,.0f} us/event beside the gateway, "
+                    f"{result.raw_broker_us:,.0f} beside the raw producer",
+                    flush=True,
+                )
             if floor_rate is not None and floor_cpu is not None and floor_p99 is not None:
                 print(
                     f"    HTTP floor (uvicorn + aiokafka, no gateway code): {floor_rate:,.0f} "
@@ -533,14 +555,23 @@ def main() -> None:
         help="a third phase per round: the same PUTs to a bare HTTP-to-Kafka app on the same "
         "server (bench/his_gateway_http_floor.py), what no gateway code can remove",
     )
+    parser.add_argument(
+        "--broker-pid",
+        type=int,
+        default=None,
+        help="the broker's process (with --bootstrap), to print its CPU per event",
+    )
     args = parser.parse_args()
     bootstrap = args.bootstrap or os.environ.get("REMINDERS_BENCH_KAFKA_BOOTSTRAP")
     broker = None
+    broker_pid = args.broker_pid
     if not bootstrap:
         from devkit.local_kafka import LocalKafka
 
         broker = LocalKafka()
         bootstrap = broker.start()
+        if broker.state_dir is not None:
+            broker_pid = int((broker.state_dir / "pid").read_text())
     try:
         # The load generator and the raw floor on the loop the gateway runs on (uvloop):
         # on asyncio's own the floor's producer is slower than the gateway's (13-14k
@@ -556,6 +587,7 @@ def main() -> None:
                     args.profile,
                     args.rounds,
                     args.http_floor,
+                    broker_pid,
                 )
             )
     finally:
