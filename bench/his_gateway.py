@@ -1,7 +1,7 @@
 """Benchmark: HTTP PUTs through one his-gateway process, beside a raw aiokafka producer.
 
     .venv/bin/python bench/his_gateway.py [--events 20000] [--clients 50] [--bootstrap HOST:PORT]
-                                          [--rounds 3] [--http-floor]
+                                          [--rounds 3] [--http-floor] [--broker-pid PID]
 
 Without --bootstrap a local broker is started (deploy/kafka/kafka-local). The gateway runs
 as its own process (``reminders run his-gateway``, SQLite client store, uvicorn) on
@@ -24,6 +24,10 @@ bench/his_gateway_http_floor.py, a bare ASGI app on the gateway's server and opt
 publishes each body with the gateway's producer settings and answers 200, with no gateway
 code at all. Its rate and CPU per event show what the HTTP server, the loop and aiokafka
 cost by themselves: the part of a PUT that no gateway code can remove.
+
+With the broker's process known (``--broker-pid`` beside ``--bootstrap``; the broker the
+bench starts itself otherwise), each round also prints the broker's CPU per event beside
+the gateway and beside the raw producer: on one machine the three share its cores.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
 
+from bench.proc import cpu_seconds
 from schemas.topics import Topics
 from services.common.kafka import create_topics, make_producer
 from services.common.loops import preferred_loop
@@ -117,7 +122,7 @@ def _cpu_split(pid: int) -> tuple[float, float]:
 
 def _broker_cpu(pid: int | None) -> float:
     """The broker's CPU seconds so far, 0 when its process is not named."""
-    return sum(_cpu_split(pid)) if pid else 0.0
+    return cpu_seconds(pid) if pid else 0.0
 
 
 def _server_stack() -> str:
@@ -570,8 +575,7 @@ def main() -> None:
 
         broker = LocalKafka()
         bootstrap = broker.start()
-        if broker.state_dir is not None:
-            broker_pid = int((broker.state_dir / "pid").read_text())
+        broker_pid = broker.pid
     try:
         # The load generator and the raw floor on the loop the gateway runs on (uvloop):
         # on asyncio's own the floor's producer is slower than the gateway's (13-14k

@@ -34,6 +34,11 @@ per reminder (target <= 1 ms) and, beside it, the floor's own client CPU per mes
 library itself). ``--rounds N`` runs N such rounds per batch size, a line each, then a
 line with the medians (the ratio is the median of each round's own ratio): on a shared
 machine one round's ratio moved between 33% and 69% within the same hour.
+
+Under each round's line, the CPU per reminder the sink's process and the broker's spent
+in the notifier's phase and in the floor's (the broker's with ``--broker-pid`` beside
+``--bootstrap``, or the broker the bench starts): on one machine they share its cores
+with the notifier, and the exactly-once transactions are the broker's work.
 """
 
 from __future__ import annotations
@@ -331,8 +336,8 @@ def main() -> int:
     # machine's cores with the notifier (and with the floor's client).
     others = {"sink": sink.pid} if sink.pid is not None else {}
     broker_pid = args.broker_pid
-    if broker_pid is None and broker is not None and broker.state_dir is not None:
-        broker_pid = int((broker.state_dir / "pid").read_text())
+    if broker_pid is None and broker is not None:
+        broker_pid = broker.pid
     if broker_pid is not None:
         others["broker"] = broker_pid
     try:

@@ -93,6 +93,16 @@ class LocalKafka:
         return self._state_dir
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (the script's pid file), else None."""
+        if self._state_dir is None:
+            return None
+        try:
+            return int((self._state_dir / "pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    @property
     def log_path(self) -> Path | None:
         return None if self._state_dir is None else self._state_dir / "kafka.log"
 

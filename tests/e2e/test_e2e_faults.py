@@ -32,6 +32,13 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]
         broker.stop()
 
 
+def test_the_local_broker_names_its_process(own_broker: LocalKafka) -> None:
+    """The benchmarks read the broker's CPU from the process LocalKafka names."""
+    pid = own_broker.pid
+    assert pid is not None
+    assert b"kafka.Kafka" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 async def test_fault_scenario(scenario: str, own_broker: LocalKafka, tmp_path: Path) -> None:
     assert own_broker.bootstrap is not None
