@@ -9,6 +9,7 @@ state stays.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -69,6 +70,26 @@ _week = lru_cache(maxsize=65_536)(iso_week)
 _lead = lru_cache(maxsize=65_536)(lead_days)
 
 
+# The store's INTEGER columns are 32 bits (PostgreSQL refuses more): seconds before a
+# start can reach 100 years between two accepted times (INSTANT_RANGE), 68 fit.
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _int32(value: int) -> int:
+    low, high = _INT32
+    return low if value < low else high if value > high else value
+
+
+# Characters a text column may not hold (PostgreSQL refuses NUL) or that make a shown
+# code lie (line breaks, bidi overrides): records written before the edges refused them
+# are still on the topic, so the projection stores a visible replacement instead.
+_UNSHOWN = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def _shown(text: str, limit: int) -> str:
+    return _UNSHOWN.sub("\ufffd", text[:limit])
+
+
 def _aware(moment: datetime, name: str) -> datetime:
     zone = moment.tzinfo
     if zone is UTC:  # what the services write ("...Z"): nothing to convert
@@ -101,14 +122,16 @@ def appointment_row(value: bytes) -> Row:
         "start": start,
         "week": _week(start),
         "booked_at": booked_at,
-        "lead_days": _lead(booked_at, start),
-        "type_code": a.appointment_type.code[:64],
-        "type_display": a.appointment_type.display[:200],
+        "lead_days": _int32(_lead(booked_at, start)),
+        "type_code": _shown(a.appointment_type.code, 64),
+        "type_display": _shown(a.appointment_type.display, 200),
         "patient_id": a.patient.id,
         "is_meeting": a.meeting is not None and a.meeting.is_meeting,
         "cancelled_at": updated_at if cancelled else None,
         "cancelled_via": (a.booked_via or "other")[:16] if cancelled else None,
-        "cancelled_before_s": int((start - updated_at).total_seconds()) if cancelled else None,
+        "cancelled_before_s": (
+            _int32(int((start - updated_at).total_seconds())) if cancelled else None
+        ),
         "updated_at": updated_at,
     }
 

@@ -182,3 +182,51 @@ async def test_charts_are_svg_that_load_and_run_nothing(db_engine: AsyncEngine) 
     reach = report.value(report.weeks[0], "reach")
     assert reach is not None and reach.base
     assert f"{100 * reach.count / reach.base:.1f}".rstrip("0").rstrip(".") in charts["bereik"]
+
+
+def _extreme(**changes: object) -> bytes:
+    """An appointments.v1 record at the edges of what the services accept."""
+    import json
+
+    base = json.loads(generate(now=NOW, practices=1, appointments=1).records[0].value or b"")
+    base.update(changes)
+    return json.dumps(base).encode()
+
+
+async def test_a_record_the_services_accepted_never_stops_the_projection(
+    db_engine: AsyncEngine,
+) -> None:
+    """Records already on appointments.v1 at the edges of what was accepted (a
+    cancellation 98 years ahead, a type code with control characters, written before the
+    edge refused them): stored with the database's limits kept, so one record cannot
+    fail every later write (a failed write is retried from the stored positions)."""
+    far = _extreme(
+        appointment_id="A-FAR",
+        status="cancelled",
+        start="2099-12-30T10:00:00+00:00",
+        end="2099-12-30T10:10:00+00:00",
+        booked_at="2000-01-02T09:00:00+00:00",
+        updated_at="2000-01-03T09:00:00+00:00",
+        appointment_type={"code": "C\u0000\u000a\u202e1", "display": "Consult\u0000"},
+    )
+    early = _extreme(
+        appointment_id="A-EARLY",
+        status="cancelled",
+        start="2000-01-03T10:00:00+00:00",
+        end="2000-01-03T10:10:00+00:00",
+        booked_at="2000-01-01T00:00:00+00:00",
+        updated_at="2099-12-31T23:00:00+00:00",
+    )
+    rows = [appointment_row(far), appointment_row(early)]
+    async with db_engine.begin() as conn:
+        await write_batch(conn, appointments=rows, outcomes=[], positions={(TOPIC_A, 0): 2})
+    async with db_engine.connect() as conn:
+        stored = {
+            r.appointment_id: r
+            for r in (await conn.execute(select(FollowupAppointment.__table__))).all()
+        }
+        assert await load_positions(conn, [TOPIC_A]) == {(TOPIC_A, 0): 2}
+    assert stored["A-FAR"].cancelled_before_s == 2**31 - 1  # at least 68 years ahead
+    assert stored["A-EARLY"].cancelled_before_s == -(2**31)
+    assert "\x00" not in stored["A-FAR"].type_code + stored["A-FAR"].type_display
+    assert stored["A-FAR"].type_code == "C\ufffd\ufffd\ufffd1"

@@ -14,6 +14,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from hypothesis import event, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -28,12 +29,14 @@ from schemas.models import (
     ReminderDue,
 )
 from services.booking_events.normalize import appointment_json
+from services.common.followup import FollowupAppointment
 from services.common.practice_config import ConfigRejected, validate_practice_config
 from services.domain.classify import classify
 from services.domain.codec import DecodeError, decode
 from services.domain.errors import PermanentSendError
 from services.domain.his_events import REASONS, parse_event, problems
 from services.domain.render import render_reminder, sample_appointment
+from services.insights.projection import appointment_row
 from services.notifier.decide import decide
 from services.notifier.email import compose_email
 from services.notifier.push import MAX_PAYLOAD_BYTES, push_payload
@@ -109,12 +112,29 @@ def _send_all(config: PracticeConfig, appointment: Appointment, to: str) -> None
         assert rendered.push.body.split("\n")[-1].startswith(("Heeft u", "Urgent"))
 
 
+def _fits(table: Any, row: dict[str, Any]) -> None:
+    """The row goes into the projection's table on PostgreSQL too: within each column's
+    length and integer width, no NUL (what PostgreSQL refuses and SQLite stores)."""
+    for column in table.columns:
+        value = row[column.name]
+        if value is None:
+            assert column.nullable, column.name
+        elif isinstance(column.type, sa.String):
+            assert len(value) <= (column.type.length or len(value)), column.name
+            assert "\x00" not in value, column.name
+        elif isinstance(column.type, sa.BigInteger):
+            assert -(2**63) <= value < 2**63, column.name
+        elif isinstance(column.type, sa.Integer):
+            assert -(2**31) <= value < 2**31, column.name
+
+
 def _downstream(accepted: AppointmentEvent) -> None:
     """Every later stage, for an event the edge accepted."""
     meeting = classify(accepted, RULES)
     state = appointment_json(accepted, None, meeting)
     appointment = Appointment.model_validate_json(state.value)
     reader = read_appointment(state.value)
+    _fits(FollowupAppointment.__table__, appointment_row(state.value))
     key = appointment.key.encode()
     for policy in _POLICIES:
         compute_due(appointment.start, appointment.booked_at, policy)
