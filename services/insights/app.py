@@ -44,7 +44,12 @@ from services.insights.projection import (
     dedupe_outcomes,
     outcome_row,
 )
-from services.insights.store import load_positions, write_batch
+from services.insights.store import (
+    is_data_error,
+    load_positions,
+    write_batch,
+    write_batch_isolating,
+)
 
 __all__ = ["NAME", "InsightsService", "create_app"]
 
@@ -319,13 +324,36 @@ class InsightsService:
     async def _write(self, batch: _Prepared) -> None:
         engine = self._engine
         assert engine is not None
-        async with engine.begin() as connection:
-            await write_batch(
-                connection,
-                appointments=batch.appointments,
-                outcomes=batch.outcomes,
-                positions=batch.positions,
+        try:
+            async with engine.begin() as connection:
+                await write_batch(
+                    connection,
+                    appointments=batch.appointments,
+                    outcomes=batch.outcomes,
+                    positions=batch.positions,
+                )
+        except Exception as error:
+            if not is_data_error(error):
+                raise  # read again from the stored positions, after a pause
+            # Retrying would fail the same way for ever, for every practice: write the
+            # batch row by row and leave out only what the database refuses.
+            log.warning(
+                "the database refused a batch; writing it row by row",
+                extra={"error": type(error).__name__},
             )
+            async with engine.begin() as connection:
+                skipped = await write_batch_isolating(
+                    connection,
+                    appointments=batch.appointments,
+                    outcomes=batch.outcomes,
+                    positions=batch.positions,
+                )
+            for table, refused in skipped:
+                BAD_RECORDS.labels(self._topic_of(table), "unstorable").inc()
+                log.error(
+                    "row skipped: the database refused it",
+                    extra={"table": table, "error": type(refused).__name__},
+                )
         self._positions.update(batch.positions)
         if self.first_batch_at is None and batch.records:
             self.first_batch_at = batch.fetched_at
@@ -334,6 +362,9 @@ class InsightsService:
         ROWS_WRITTEN.labels("insights_outcomes").inc(len(batch.outcomes))
         BATCH_SECONDS.observe(time.perf_counter() - batch.started)
         self._check_caught_up()
+
+    def _topic_of(self, table: str) -> str:
+        return self.topics.outcomes if table == "insights_outcomes" else self.topics.appointments
 
     def _measure_lag(self) -> None:
         lags = self.lag()

@@ -16,11 +16,14 @@ opens the transaction the raw statements then join; everything is one transactio
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
+import asyncpg
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,7 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.common.followup import FollowupPosition
 from services.insights.projection import Row
 
-__all__ = ["APPOINTMENT_COLUMNS", "OUTCOME_COLUMNS", "load_positions", "write_batch"]
+__all__ = [
+    "APPOINTMENT_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "is_data_error",
+    "load_positions",
+    "write_batch",
+    "write_batch_isolating",
+]
 
 # (column, PostgreSQL array type), in the order of the tables in insights_0001.
 APPOINTMENT_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -243,6 +253,65 @@ async def write_batch(
     await _advance_positions(connection, positions)
     if appointments or outcomes:
         await _write_rows(connection, appointments, outcomes)
+
+
+# What a row's values cause (the database refuses them, or the driver cannot encode
+# them), as against a connection, a timeout or a server going away: only these are
+# skipped row by row; anything else is retried, so nothing is dropped for an outage.
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    sa_exc.DataError,
+    sa_exc.IntegrityError,
+    OverflowError,
+    UnicodeError,
+    ValueError,
+    TypeError,
+)
+
+
+def is_data_error(error: BaseException) -> bool:
+    """Whether ``error`` came from the values written rather than from the database."""
+    return isinstance(error, _DATA_ERRORS)
+
+
+_PG_EMPTY_STAGES = "; ".join(
+    f"DELETE FROM {_stage(t)}"  # noqa: S608 (this module's table names)
+    for t in ("insights_appointments", "insights_outcomes", "insights_reminded")
+)
+
+
+async def write_batch_isolating(
+    connection: AsyncConnection,
+    *,
+    appointments: Sequence[Row],
+    outcomes: Sequence[Row],
+    positions: Mapping[tuple[str, int], int],
+) -> list[tuple[str, BaseException]]:
+    """:func:`write_batch` for a batch that failed on its values: each row in a savepoint
+    of its own, so a row the database refuses is left out, with its table and the error
+    returned, and the rest and the positions commit. Slow (a statement or three per row);
+    only for the batch that failed."""
+    await _advance_positions(connection, positions)
+    skipped: list[tuple[str, BaseException]] = []
+    pg = connection.dialect.name == "postgresql"
+    rows: list[tuple[str, list[Row], list[Row]]]
+    rows = [("insights_appointments", [a], []) for a in appointments]
+    rows += [("insights_outcomes", [], [o]) for o in outcomes]
+    for table, appointment, outcome in rows:
+        try:
+            async with connection.begin_nested():
+                await _write_rows(connection, appointment, outcome)
+                if pg:  # the staged row would be upserted again with the next one
+                    driver: Any = (await connection.get_raw_connection()).driver_connection
+                    await driver.execute(_PG_EMPTY_STAGES)
+        except Exception as error:
+            if not is_data_error(error):
+                raise
+            skipped.append((table, error))
+    return skipped
 
 
 async def load_positions(

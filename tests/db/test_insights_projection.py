@@ -230,3 +230,64 @@ async def test_a_record_the_services_accepted_never_stops_the_projection(
     assert stored["A-EARLY"].cancelled_before_s == -(2**31)
     assert "\x00" not in stored["A-FAR"].type_code + stored["A-FAR"].type_display
     assert stored["A-FAR"].type_code == "C\ufffd\ufffd\ufffd1"
+
+
+async def test_a_row_the_database_refuses_is_left_out_and_the_rest_goes_on(
+    db_engine: AsyncEngine, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond the limits the projection knows: a row the database refuses (here a
+    sequence past 64 bits) would fail its batch at every retry, for every practice. The
+    batch is written again row by row: the refused row is left out and counted, the
+    other rows and the positions commit. An outage is not mistaken for a bad row."""
+    import time
+
+    from services.common.settings import Settings
+    from services.insights.app import InsightsService, _Prepared
+    from services.insights.metrics import BAD_RECORDS
+
+    workload = generate(now=NOW, practices=1, appointments=6)
+    records = workload.records
+    appointments = dedupe_appointments(
+        appointment_row(r.value) for r in records if r.kind == "appointment" and r.value
+    )
+    outcomes = dedupe_outcomes(
+        outcome_row(r.value) for r in records if r.kind == "outcome" and r.value
+    )
+    bad = dict(appointments[0], appointment_id="A-BAD", sequence=2**70)
+    settings = Settings(database={"url": db_url})  # type: ignore[arg-type]
+    service = InsightsService(settings, engine=db_engine)
+    counted = BAD_RECORDS.labels(service.topics.appointments, "unstorable")
+    before = counted._value.get()
+
+    def batch(positions: dict[tuple[str, int], int]) -> _Prepared:
+        return _Prepared(
+            appointments=[*appointments[:2], bad, *appointments[2:]],
+            outcomes=outcomes,
+            positions=positions,
+            records=len(records),
+            fetched_at=time.monotonic(),
+            started=time.perf_counter(),
+        )
+
+    # A database that is away: nothing is skipped, nothing written, the error goes up.
+    async def away(*_: object, **__: object) -> None:
+        raise ConnectionResetError("the database went away")
+
+    monkeypatch.setattr("services.insights.app.write_batch", away)
+    with pytest.raises(ConnectionResetError):
+        await service._write(batch({(TOPIC_A, 0): 5}))
+    assert counted._value.get() == before
+    monkeypatch.undo()
+
+    await service._write(batch({(TOPIC_A, 0): len(records), (TOPIC_O, 0): 7}))
+    async with db_engine.connect() as conn:
+        stored = {
+            r.appointment_id
+            for r in (await conn.execute(select(FollowupAppointment.__table__))).all()
+        }
+        outcome_count = await conn.scalar(select(func.count()).select_from(FollowupOutcome))
+        positions = await load_positions(conn, [TOPIC_A, TOPIC_O])
+    assert stored == {a["appointment_id"] for a in appointments}  # all but the refused one
+    assert outcome_count == len(outcomes) > 0
+    assert positions == {(TOPIC_A, 0): len(records), (TOPIC_O, 0): 7}
+    assert counted._value.get() == before + 1
