@@ -26,6 +26,7 @@ from schemas.models import (
     PatientPreferences,
     PracticeConfig,
     ReminderDue,
+    unsafe_text_problem,
 )
 from services.booking_events.normalize import appointment_json
 from services.common.practice_config import ConfigRejected, validate_practice_config
@@ -109,11 +110,25 @@ def _send_all(config: PracticeConfig, appointment: Appointment, to: str) -> None
         assert rendered.push.body.split("\n")[-1].startswith(("Heeft u", "Urgent"))
 
 
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _texts(item)]
+    if isinstance(value, list):
+        return [t for item in value for t in _texts(item)]
+    return []
+
+
 def _downstream(accepted: AppointmentEvent) -> None:
     """Every later stage, for an event the edge accepted."""
     meeting = classify(accepted, RULES)
     state = appointment_json(accepted, None, meeting)
     appointment = Appointment.model_validate_json(state.value)
+    # Every text of the state is one plain line: it is stored (insights' PostgreSQL refuses
+    # NUL), logged, compared and shown.
+    for text in _texts(appointment.model_dump(mode="json")):
+        assert unsafe_text_problem(text) is None, text
     reader = read_appointment(state.value)
     key = appointment.key.encode()
     for policy in _POLICIES:
