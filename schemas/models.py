@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "APPOINTMENT_STATUSES",
+    "ID_PATTERN",
     "INSTANT_RANGE",
     "MAX_INT64",
     "UNSAFE_TEXT",
@@ -67,8 +68,8 @@ __all__ = [
 
 # Identifiers end up in Kafka keys joined by "/", in metric labels and in Message-IDs:
 # a small alphabet keeps them safe in all three.
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-Identifier = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 # Every integer of a record fits a signed 64-bit integer (Kafka, Java consumers, the
 # scheduler's packed timers).

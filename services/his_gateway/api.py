@@ -1,9 +1,10 @@
 """The HTTP routes: OAuth token, FHIR ``PUT /fhir/Appointment/{id}``, native events, health.
 
-Order of checks on a write: the bearer token (401), the media type (415), the body size,
-read no further than the limit (413), the one parser (400/422, an ``OperationOutcome``
-with the DLQ's reason codes), the client's practices (403), then the broker (503 when it
-does not confirm). Only a confirmed event gets a 2xx; a refused one never reaches the topic.
+Order of checks on a write: the bearer token (401), the media type (415), for a PUT the
+id in the URL (400), the body size, read no further than the limit (413), the one parser
+(400/422, an ``OperationOutcome`` with the DLQ's reason codes), the client's practices
+(403), then the broker (503 when it does not confirm). Only a confirmed event gets a 2xx;
+a refused one never reaches the topic.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -26,7 +28,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 from starlette.requests import ClientDisconnect
 
-from schemas.models import AppointmentEvent
+from schemas.models import ID_PATTERN, AppointmentEvent
 from services.his_gateway import metrics
 from services.his_gateway.capability import capability_statement
 from services.his_gateway.clients import ClientRecord, verify_secret
@@ -224,6 +226,14 @@ class _RequestMetrics:
 
 WriteEndpoint = Callable[[Scope, Receive], Awaitable[Answer]]
 _PUT_PREFIX: Final = "/fhir/Appointment/"
+# The id in a PUT's URL becomes the event's appointment_id and goes into the Location
+# header: AppointmentEvent's alphabet (FHIR's id, plus "_" and ":"), checked before the
+# body is read, so nothing with another id is parsed or published.
+_URL_ID: Final = re.compile(ID_PATTERN)
+_BAD_URL_ID: Final = (
+    "the id in the URL is not an appointment id: 1 to 64 ASCII letters, digits, '.', '_', "
+    "':' or '-', starting with a letter or digit (FHIR's id rule)"
+)
 _PUT_TEMPLATE: Final = "/fhir/Appointment/{appointment_id}"
 _EVENTS_PATH: Final = "/v1/appointment-events"
 
@@ -577,7 +587,7 @@ def build_api(gateway: Gateway) -> FastAPI:
             },
             "responses": {
                 "200": {"description": "stored on his.appointments.v1; the resource back"},
-                "400": {"description": "not JSON, not an Appointment, or the id differs"},
+                "400": {"description": "not JSON, no Appointment, a bad URL id, ids that differ"},
                 "401": {"description": "no, expired or invalid access token"},
                 "403": {"description": "a practice this client may not write for"},
                 "413": {"description": "the body is too large"},
@@ -601,14 +611,18 @@ def build_api(gateway: Gateway) -> FastAPI:
         client = await authenticate(head.authorization)
         if _media_type(head.content_type) not in _JSON_TYPES:
             raise _refuse(415, "not-supported", f"send the resource as {FHIR_CONTENT_TYPE}")
+        if _URL_ID.fullmatch(appointment_id) is None:
+            metrics.EVENTS.labels(result="invalid").inc()
+            raise _refuse(400, "invalid", _BAD_URL_ID)
         body = await read_body(receive, head.content_length)
         resource_id = _resource_id(body)
         if resource_id is not None and resource_id != appointment_id:
             metrics.EVENTS.labels(result="invalid").inc()
+            shown = resource_id if len(resource_id) <= 64 else f"{resource_id[:64]}..."
             raise _refuse(
                 400,
                 "invalid",
-                f"the resource's id ({resource_id}) differs from the id in the URL",
+                f"the resource's id ({shown}) differs from the id in the URL",
             )
         verdict = judge(body, client, fhir=True)
         if verdict.status == 403 and verdict.event is not None:
@@ -625,7 +639,7 @@ def build_api(gateway: Gateway) -> FastAPI:
             (b"etag", b'W/"%d"' % sequence),
             (
                 b"location",
-                b"%s%s/_history/%d" % (location_prefix, appointment_id.encode("latin-1"), sequence),
+                b"%s%s/_history/%d" % (location_prefix, appointment_id.encode("ascii"), sequence),
             ),
             (b"x-kafka-partition", b"%d" % placement.partition),
             (b"x-kafka-offset", b"%d" % placement.offset),

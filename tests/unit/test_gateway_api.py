@@ -348,6 +348,62 @@ async def test_path_id_must_equal_the_resource_id(env: Env) -> None:
 
 
 @pytest.mark.parametrize(
+    ("quoted", "resource_id"),
+    [
+        ("A-1%E2%80%83", "A-1\u2003"),  # an em space, which the model's strip removes
+        ("A-1%0D%0A", "A-1\r\n"),
+        ("A-1%0A", "A-1\n"),
+        ("A%201", "A 1"),
+        ("%C3%A9", "\u00e9"),
+        ("-A1", "-A1"),
+        ("A" * 65, "A" * 65),
+    ],
+    ids=["em-space", "crlf", "lf", "space", "latin-1", "leading-dash", "65-chars"],
+)
+async def test_a_url_id_that_is_no_id_is_400_before_anything_is_published(
+    env: Env, quoted: str, resource_id: str
+) -> None:
+    """Such an id once went into the Location header after the event was published: a
+    500 (or a dropped connection) for a stored event."""
+    token = await env.token()
+    resource = fhir_resource() | {"id": resource_id}
+    response = await env.http.put(
+        f"/fhir/Appointment/{quoted}",
+        content=json.dumps(resource).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": FHIR},
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(FHIR)
+    [entry] = response.json()["issue"]
+    assert entry["code"] == "invalid"
+    assert "the id in the URL is not an appointment id" in entry["diagnostics"]
+    assert env.publisher.records == []
+
+
+async def test_a_refused_id_is_not_echoed_unbounded(env: Env) -> None:
+    token = await env.token()
+    long_id = "A" * 3000
+    resource = fhir_resource() | {"id": long_id}
+    url = await env.put(resource, token, path_id="x" * 3000 + "%00")
+    assert url.status_code == 400 and "x" * 65 not in url.text
+    differs = await env.put(resource, token, path_id="A-1")
+    assert differs.status_code == 400
+    assert "differs" in differs.text and "A" * 65 not in differs.text
+    assert env.publisher.records == []
+
+
+async def test_url_ids_with_the_domains_alphabet_are_stored(env: Env) -> None:
+    token = await env.token()
+    for appointment_id in ("A_1:2.b-3", "9" * 64):
+        response = await env.put(fhir_resource() | {"id": appointment_id}, token)
+        assert response.status_code == 200, response.text
+        assert response.headers["location"] == (
+            f"http://127.0.0.1:8081/fhir/Appointment/{appointment_id}/_history/1"
+        )
+    assert len(env.publisher.records) == 2
+
+
+@pytest.mark.parametrize(
     ("change", "status", "reason"),
     [
         (lambda r: r.update(start="2026-12-01T09:40:00"), 422, "time_without_offset"),
