@@ -401,6 +401,11 @@ def build_api(gateway: Gateway) -> FastAPI:
             return _Verdict(value, event, [], 403)
         return _Verdict(value, event, [], 200)
 
+    def unreadable(problem: Problem) -> _Verdict:
+        metrics.EVENTS.labels(result="invalid").inc()
+        metrics.REFUSALS.labels(reason=problem.reason).inc()
+        return _Verdict(b"", None, [problem], status_for_problems([problem]))
+
     def forbidden_outcome(event: AppointmentEvent) -> dict[str, Any]:
         return operation_outcome(
             [
@@ -700,11 +705,8 @@ def build_api(gateway: Gateway) -> FastAPI:
         if _media_type(head.content_type) not in _JSON_TYPES:
             raise _refuse(415, "not-supported", "send the events as application/json")
         body = await read_body(receive, head.content_length)
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            document = None
-        if not isinstance(document, list):
+        items = _list_items(body)
+        if items is None:
             # One event: its bytes are judged and published as they came.
             verdict = judge(body, client, fhir=False)
             if verdict.event is None:
@@ -713,13 +715,16 @@ def build_api(gateway: Gateway) -> FastAPI:
                 raise Refusal(403, forbidden_outcome(verdict.event))
             placement = await publish(verdict.event, body, fhir=False)
             return _answer(_json(_accepted(verdict.event, placement)), [], _JSON_TYPE)
-        if not document:
+        if not items:
             raise _refuse(400, "required", "the list holds no events")
-        if len(document) > max_batch:
+        if len(items) > max_batch:
             raise _refuse(
-                413, "too-costly", f"at most {max_batch} events per request, not {len(document)}"
+                413, "too-costly", f"at most {max_batch} events per request, not {len(items)}"
             )
-        verdicts = [judge(_json(item), client, fhir=False) for item in document]
+        verdicts = [
+            judge(item, client, fhir=False) if item is not None else unreadable(_TOO_DEEP)
+            for item in items
+        ]
         return await publish_batch(verdicts)
 
     async def publish_batch(verdicts: list[_Verdict]) -> Answer:
@@ -811,6 +816,40 @@ def _accepted(event: AppointmentEvent, placement: Placement) -> dict[str, Any]:
         "partition": placement.partition,
         "offset": placement.offset,
     }
+
+
+# Splits a JSON list into its items' texts without decoding them.
+_LIST_DECODER: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_TOO_DEEP: Final = Problem(
+    "not_json", "record: the JSON nests too deep to be read; an event needs a few levels"
+)
+
+
+def _list_items(body: bytes) -> list[bytes | None] | None:
+    """The items of a JSON list, each its own JSON text as sent, so that each is judged
+    (a key named twice, nesting too deep) and published exactly as it would be alone; None
+    when the body is not a JSON list (then it is judged as one event). An item is None
+    when it cannot be given as a text of its own (nested too deep: it is refused)."""
+    try:
+        return [bytes(raw) for raw in _LIST_DECODER.decode(body)]
+    except msgspec.MsgspecError:
+        return None  # not JSON (the parser says so) or JSON but not a list
+    except RecursionError:
+        pass  # nested deeper than msgspec's recursion allows here
+    # orjson reads 1024 levels but writes only 254 back: a deeper item is refused alone.
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, list):
+        return None
+    items: list[bytes | None] = []
+    for item in document:
+        try:
+            items.append(orjson.dumps(item))
+        except orjson.JSONEncodeError:
+            items.append(None)
+    return items
 
 
 class _IdOnly(msgspec.Struct):

@@ -564,6 +564,73 @@ async def test_a_list_all_valid_is_200_and_limits_hold(env: Env) -> None:
     assert len(env.publisher.records) == 5
 
 
+def numbered(n: int) -> dict[str, Any]:
+    event = native_event()
+    event["event_id"] = f"00000000-0000-4000-8000-00000000000{n}"
+    event["appointment_id"] = f"A-{n}"
+    return event
+
+
+@pytest.mark.parametrize("depth", [300, 1000], ids=["past-orjson-dumps", "past-msgspec"])
+async def test_a_deeply_nested_item_is_refused_alone(env: Env, depth: int) -> None:
+    """orjson reads 1024 levels but writes 254 back: such an item once raised TypeError
+    while the batch was re-encoded, a 500 for the whole batch."""
+    token = await env.token()
+    deep = json.dumps(numbered(1))[:-1] + ', "extra": ' + "[" * depth + "]" * depth + "}"
+    body = f"[{json.dumps(numbered(0))}, {deep}, {json.dumps(numbered(2))}]".encode()
+    response = await env.http.post(
+        "/v1/appointment-events",
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 207, response.text
+    first, second, third = response.json()["results"]
+    assert first["status"] == third["status"] == "accepted"
+    assert second["status"] == "invalid" and second["http_status"] == 400
+    assert reasons(second["outcome"]) == ["not_json"]
+    assert [json.loads(r.value)["appointment_id"] for r in env.publisher.records] == [
+        "A-0",
+        "A-2",
+    ]
+
+
+async def test_a_key_named_twice_is_refused_in_a_list_as_alone(env: Env) -> None:
+    token = await env.token()
+    text = json.dumps(numbered(1))
+    # "id":"123456782" first, "id":"pt-..." last: the last would win silently.
+    sneaky = text.replace('"patient": {', '"patient": {"id": "123456782", ', 1)
+    alone = await env.http.post(
+        "/v1/appointment-events",
+        content=sneaky.encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert alone.status_code == 422 and "duplicate_key" in reasons(alone.json())
+    body = f"[{json.dumps(numbered(0))}, {sneaky}]".encode()
+    response = await env.http.post(
+        "/v1/appointment-events",
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 207, response.text
+    first, second = response.json()["results"]
+    assert first["status"] == "accepted"
+    assert second["status"] == "invalid" and second["http_status"] == alone.status_code
+    assert reasons(second["outcome"]) == reasons(alone.json())
+    assert [json.loads(r.value)["appointment_id"] for r in env.publisher.records] == ["A-0"]
+
+
+async def test_list_items_are_published_as_sent(env: Env) -> None:
+    token = await env.token()
+    item = json.dumps(numbered(0), indent=1)
+    response = await env.http.post(
+        "/v1/appointment-events",
+        content=f"[ {item} ]".encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert [r.value for r in env.publisher.records] == [item.encode()]
+
+
 # --------------------------------------------------------------------------- operations
 
 
