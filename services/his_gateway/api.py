@@ -348,9 +348,11 @@ def build_api(gateway: Gateway) -> FastAPI:
     async def read_body(receive: Receive, length: str | None, limit: int = max_body) -> bytes:
         """The body, refused (413) as soon as it passes ``limit``: never read whole first."""
         if length is not None:
-            if not length.isdigit():
+            # isdigit() alone takes "²" (latin-1), which int() refuses; int() also refuses
+            # more than 4300 digits, which is larger than any limit anyway.
+            if not (length.isascii() and length.isdigit()):
                 raise _refuse(400, "structure", "Content-Length is not a number")
-            if int(length) > limit:
+            if len(length.lstrip("0")) > len(str(limit)) or int(length) > limit:
                 raise _refuse(413, "too-costly", f"the body is larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0

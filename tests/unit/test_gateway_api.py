@@ -489,6 +489,26 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_parsed(env: Env) ->
     assert env.publisher.records == []
 
 
+@pytest.mark.parametrize(
+    ("length", "status"), [(b"\xb2", 400), (b"1\xb9", 400), (b"9" * 5000, 413)]
+)
+async def test_a_content_length_that_int_refuses_is_answered(
+    env: Env, length: bytes, status: int
+) -> None:
+    token = await env.token()
+    response = await env.http.post(
+        "/v1/appointment-events",
+        content=json.dumps(native_event()).encode(),
+        headers=[
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", length),
+        ],
+    )
+    assert response.status_code == status, response.text
+    assert env.publisher.records == []
+
+
 async def test_wrong_media_type_is_415(env: Env) -> None:
     token = await env.token()
     response = await env.http.put(
