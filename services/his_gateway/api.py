@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 from schemas.models import ID_PATTERN, AppointmentEvent
 from services.his_gateway import metrics
 from services.his_gateway.capability import capability_statement
-from services.his_gateway.clients import ClientRecord, verify_secret
+from services.his_gateway.clients import ClientRecord, is_client_id, verify_secret
 from services.his_gateway.gateway import Gateway
 from services.his_gateway.outcome import (
     issue,
@@ -534,7 +534,8 @@ def build_api(gateway: Gateway) -> FastAPI:
             raise token_error(400, "invalid_scope", f"the only scope is {SCOPE}")
 
         host = request.client.host if request.client else "unknown"
-        keys = (f"ip:{host}", f"client:{client_id}")
+        # A client id is at most 64 characters: a longer one must not grow the limiter.
+        keys = (f"ip:{host}", f"client:{client_id[:64]}")
         wait = gateway.limiter.retry_after(*keys)
         if wait > 0:
             raise token_error(
@@ -543,7 +544,9 @@ def build_api(gateway: Gateway) -> FastAPI:
                 "too many failed token requests; wait before trying again",
                 **{"Retry-After": str(max(1, int(wait + 0.999)))},
             )
-        client = await gateway.store.get(client_id)
+        # A client id of another shape names no client: refused as one that is unknown,
+        # after the same (dummy) argon2 work, and counted as a failure.
+        client = await gateway.store.get(client_id) if is_client_id(client_id) else None
         if not await verify_secret(client, secret) or client is None or not client.active:
             gateway.limiter.failed(*keys)
             log.info("token refused", extra={"client_id": client_id[:64], "remote": host})
