@@ -995,6 +995,14 @@ def _sequence(meta: Meta) -> int:
                 "of at most 2**63 - 1 that grows with every change",
             )
         return int(version)
+    if version:
+        # Not silently ordered by lastUpdated instead: a connector that sends a versionId
+        # means it as the order, and mixing the two sources would compare unlike numbers.
+        raise DecodeError(
+            "number_out_of_range",
+            "sequence (meta.versionId): give meta.versionId as ASCII digits, an integer "
+            "that grows with every change, or leave it out to order by meta.lastUpdated",
+        )
     if meta.lastUpdated is not None:
         try:
             return int(meta.lastUpdated.timestamp() * 1000)
