@@ -31,6 +31,7 @@ from pydantic_core import PydanticCustomError
 
 __all__ = [
     "APPOINTMENT_STATUSES",
+    "ID_PATTERN",
     "INSTANT_RANGE",
     "MAX_INT64",
     "UNSAFE_TEXT",
@@ -67,8 +68,8 @@ __all__ = [
 
 # Identifiers end up in Kafka keys joined by "/", in metric labels and in Message-IDs:
 # a small alphabet keeps them safe in all three.
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
-Identifier = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+Identifier = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 # Every integer of a record fits a signed 64-bit integer (Kafka, Java consumers, the
 # scheduler's packed timers).
@@ -166,6 +167,13 @@ def _plain_lines(value: str) -> str:
     return value
 
 
+# Codes and ids from HIS agendas (an appointment type's code, an agenda's or practitioner's
+# id, the source system) are stored, logged and compared downstream (insights keeps them in
+# PostgreSQL, which refuses NUL): bounded, single line, plain, like the display texts.
+HisCode = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_plain_line)
+]
+
 # Display texts come from HIS agendas and practice admins: bounded, single line, plain.
 ShortText = Annotated[
     str,
@@ -246,17 +254,17 @@ class _Incoming(BaseModel):
 
 
 class AppointmentType(_Incoming):
-    code: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    code: HisCode
     display: ShortText = ""
 
 
 class Agenda(_Incoming):
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    id: HisCode
     display: ShortText = ""
 
 
 class Practitioner(_Incoming):
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    id: HisCode
     display: ShortText = ""
     role: ShortText | None = None
 
@@ -271,7 +279,7 @@ class PatientParticipant(_Incoming):
 
 
 class _AppointmentFields(_Incoming):
-    source_system: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    source_system: HisCode
     practice_id: AgbCode
     appointment_id: Identifier
     sequence: Int64

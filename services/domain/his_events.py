@@ -931,10 +931,20 @@ def _id_of(actor: Reference | None, ident: str | None) -> str | None:
 # --------------------------------------------------------------------------- pieces
 
 
-@lru_cache(maxsize=4096)
+# The cache holds its keys: only references of at most this many characters are cached,
+# so it stays below 4096 x 256 characters whatever is sent (a real one is far shorter).
+_CACHED_REFERENCE: Final = 256
+
+
 def _reference(reference: str) -> tuple[str | None, str | None]:
-    """(type, id) a reference names, or (None, None): read once per distinct reference
-    (a practice's practitioners and locations recur in every resource)."""
+    """(type, id) a reference names, or (None, None): read once per distinct short
+    reference (a practice's practitioners and locations recur in every resource)."""
+    if len(reference) <= _CACHED_REFERENCE:
+        return _cached_reference(reference)
+    return _read_reference(reference)
+
+
+def _read_reference(reference: str) -> tuple[str | None, str | None]:
     parts = reference.split("/")
     if "" in parts:
         parts = [p for p in parts if p]
@@ -943,6 +953,9 @@ def _reference(reference: str) -> tuple[str | None, str | None]:
     if len(parts) >= 2 and parts[-2][:1].isupper():
         return parts[-2], parts[-1]
     return None, None
+
+
+_cached_reference = lru_cache(maxsize=4096)(_read_reference)
 
 
 def _display(actor: Reference | None) -> str:
@@ -982,6 +995,14 @@ def _sequence(meta: Meta) -> int:
                 "of at most 2**63 - 1 that grows with every change",
             )
         return int(version)
+    if version:
+        # Not silently ordered by lastUpdated instead: a connector that sends a versionId
+        # means it as the order, and mixing the two sources would compare unlike numbers.
+        raise DecodeError(
+            "number_out_of_range",
+            "sequence (meta.versionId): give meta.versionId as ASCII digits, an integer "
+            "that grows with every change, or leave it out to order by meta.lastUpdated",
+        )
     if meta.lastUpdated is not None:
         try:
             return int(meta.lastUpdated.timestamp() * 1000)

@@ -1,9 +1,10 @@
 """The HTTP routes: OAuth token, FHIR ``PUT /fhir/Appointment/{id}``, native events, health.
 
-Order of checks on a write: the bearer token (401), the media type (415), the body size,
-read no further than the limit (413), the one parser (400/422, an ``OperationOutcome``
-with the DLQ's reason codes), the client's practices (403), then the broker (503 when it
-does not confirm). Only a confirmed event gets a 2xx; a refused one never reaches the topic.
+Order of checks on a write: the bearer token (401), the media type (415), for a PUT the
+id in the URL (400), the body size, read no further than the limit (413), the one parser
+(400/422, an ``OperationOutcome`` with the DLQ's reason codes), the client's practices
+(403), then the broker (503 when it does not confirm). Only a confirmed event gets a 2xx;
+a refused one never reaches the topic.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -26,10 +28,10 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
 from starlette.requests import ClientDisconnect
 
-from schemas.models import AppointmentEvent
+from schemas.models import ID_PATTERN, AppointmentEvent
 from services.his_gateway import metrics
 from services.his_gateway.capability import capability_statement
-from services.his_gateway.clients import ClientRecord, verify_secret
+from services.his_gateway.clients import ClientRecord, is_client_id, verify_secret
 from services.his_gateway.gateway import Gateway
 from services.his_gateway.outcome import (
     issue,
@@ -224,6 +226,14 @@ class _RequestMetrics:
 
 WriteEndpoint = Callable[[Scope, Receive], Awaitable[Answer]]
 _PUT_PREFIX: Final = "/fhir/Appointment/"
+# The id in a PUT's URL becomes the event's appointment_id and goes into the Location
+# header: AppointmentEvent's alphabet (FHIR's id, plus "_" and ":"), checked before the
+# body is read, so nothing with another id is parsed or published.
+_URL_ID: Final = re.compile(ID_PATTERN)
+_BAD_URL_ID: Final = (
+    "the id in the URL is not an appointment id: 1 to 64 ASCII letters, digits, '.', '_', "
+    "':' or '-', starting with a letter or digit (FHIR's id rule)"
+)
 _PUT_TEMPLATE: Final = "/fhir/Appointment/{appointment_id}"
 _EVENTS_PATH: Final = "/v1/appointment-events"
 
@@ -338,9 +348,11 @@ def build_api(gateway: Gateway) -> FastAPI:
     async def read_body(receive: Receive, length: str | None, limit: int = max_body) -> bytes:
         """The body, refused (413) as soon as it passes ``limit``: never read whole first."""
         if length is not None:
-            if not length.isdigit():
+            # isdigit() alone takes "²" (latin-1), which int() refuses; int() also refuses
+            # more than 4300 digits, which is larger than any limit anyway.
+            if not (length.isascii() and length.isdigit()):
                 raise _refuse(400, "structure", "Content-Length is not a number")
-            if int(length) > limit:
+            if len(length.lstrip("0")) > len(str(limit)) or int(length) > limit:
                 raise _refuse(413, "too-costly", f"the body is larger than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
@@ -390,6 +402,11 @@ def build_api(gateway: Gateway) -> FastAPI:
             )
             return _Verdict(value, event, [], 403)
         return _Verdict(value, event, [], 200)
+
+    def unreadable(problem: Problem) -> _Verdict:
+        metrics.EVENTS.labels(result="invalid").inc()
+        metrics.REFUSALS.labels(reason=problem.reason).inc()
+        return _Verdict(b"", None, [problem], status_for_problems([problem]))
 
     def forbidden_outcome(event: AppointmentEvent) -> dict[str, Any]:
         return operation_outcome(
@@ -517,7 +534,8 @@ def build_api(gateway: Gateway) -> FastAPI:
             raise token_error(400, "invalid_scope", f"the only scope is {SCOPE}")
 
         host = request.client.host if request.client else "unknown"
-        keys = (f"ip:{host}", f"client:{client_id}")
+        # A client id is at most 64 characters: a longer one must not grow the limiter.
+        keys = (f"ip:{host}", f"client:{client_id[:64]}")
         wait = gateway.limiter.retry_after(*keys)
         if wait > 0:
             raise token_error(
@@ -526,7 +544,9 @@ def build_api(gateway: Gateway) -> FastAPI:
                 "too many failed token requests; wait before trying again",
                 **{"Retry-After": str(max(1, int(wait + 0.999)))},
             )
-        client = await gateway.store.get(client_id)
+        # A client id of another shape names no client: refused as one that is unknown,
+        # after the same (dummy) argon2 work, and counted as a failure.
+        client = await gateway.store.get(client_id) if is_client_id(client_id) else None
         if not await verify_secret(client, secret) or client is None or not client.active:
             gateway.limiter.failed(*keys)
             log.info("token refused", extra={"client_id": client_id[:64], "remote": host})
@@ -577,7 +597,7 @@ def build_api(gateway: Gateway) -> FastAPI:
             },
             "responses": {
                 "200": {"description": "stored on his.appointments.v1; the resource back"},
-                "400": {"description": "not JSON, not an Appointment, or the id differs"},
+                "400": {"description": "not JSON, no Appointment, a bad URL id, ids that differ"},
                 "401": {"description": "no, expired or invalid access token"},
                 "403": {"description": "a practice this client may not write for"},
                 "413": {"description": "the body is too large"},
@@ -601,14 +621,18 @@ def build_api(gateway: Gateway) -> FastAPI:
         client = await authenticate(head.authorization)
         if _media_type(head.content_type) not in _JSON_TYPES:
             raise _refuse(415, "not-supported", f"send the resource as {FHIR_CONTENT_TYPE}")
+        if _URL_ID.fullmatch(appointment_id) is None:
+            metrics.EVENTS.labels(result="invalid").inc()
+            raise _refuse(400, "invalid", _BAD_URL_ID)
         body = await read_body(receive, head.content_length)
         resource_id = _resource_id(body)
         if resource_id is not None and resource_id != appointment_id:
             metrics.EVENTS.labels(result="invalid").inc()
+            shown = resource_id if len(resource_id) <= 64 else f"{resource_id[:64]}..."
             raise _refuse(
                 400,
                 "invalid",
-                f"the resource's id ({resource_id}) differs from the id in the URL",
+                f"the resource's id ({shown}) differs from the id in the URL",
             )
         verdict = judge(body, client, fhir=True)
         if verdict.status == 403 and verdict.event is not None:
@@ -625,7 +649,7 @@ def build_api(gateway: Gateway) -> FastAPI:
             (b"etag", b'W/"%d"' % sequence),
             (
                 b"location",
-                b"%s%s/_history/%d" % (location_prefix, appointment_id.encode("latin-1"), sequence),
+                b"%s%s/_history/%d" % (location_prefix, appointment_id.encode("ascii"), sequence),
             ),
             (b"x-kafka-partition", b"%d" % placement.partition),
             (b"x-kafka-offset", b"%d" % placement.offset),
@@ -686,11 +710,8 @@ def build_api(gateway: Gateway) -> FastAPI:
         if _media_type(head.content_type) not in _JSON_TYPES:
             raise _refuse(415, "not-supported", "send the events as application/json")
         body = await read_body(receive, head.content_length)
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            document = None
-        if not isinstance(document, list):
+        items = _list_items(body)
+        if items is None:
             # One event: its bytes are judged and published as they came.
             verdict = judge(body, client, fhir=False)
             if verdict.event is None:
@@ -699,13 +720,16 @@ def build_api(gateway: Gateway) -> FastAPI:
                 raise Refusal(403, forbidden_outcome(verdict.event))
             placement = await publish(verdict.event, body, fhir=False)
             return _answer(_json(_accepted(verdict.event, placement)), [], _JSON_TYPE)
-        if not document:
+        if not items:
             raise _refuse(400, "required", "the list holds no events")
-        if len(document) > max_batch:
+        if len(items) > max_batch:
             raise _refuse(
-                413, "too-costly", f"at most {max_batch} events per request, not {len(document)}"
+                413, "too-costly", f"at most {max_batch} events per request, not {len(items)}"
             )
-        verdicts = [judge(_json(item), client, fhir=False) for item in document]
+        verdicts = [
+            judge(item, client, fhir=False) if item is not None else unreadable(_TOO_DEEP)
+            for item in items
+        ]
         return await publish_batch(verdicts)
 
     async def publish_batch(verdicts: list[_Verdict]) -> Answer:
@@ -797,6 +821,40 @@ def _accepted(event: AppointmentEvent, placement: Placement) -> dict[str, Any]:
         "partition": placement.partition,
         "offset": placement.offset,
     }
+
+
+# Splits a JSON list into its items' texts without decoding them.
+_LIST_DECODER: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_TOO_DEEP: Final = Problem(
+    "not_json", "record: the JSON nests too deep to be read; an event needs a few levels"
+)
+
+
+def _list_items(body: bytes) -> list[bytes | None] | None:
+    """The items of a JSON list, each its own JSON text as sent, so that each is judged
+    (a key named twice, nesting too deep) and published exactly as it would be alone; None
+    when the body is not a JSON list (then it is judged as one event). An item is None
+    when it cannot be given as a text of its own (nested too deep: it is refused)."""
+    try:
+        return [bytes(raw) for raw in _LIST_DECODER.decode(body)]
+    except msgspec.MsgspecError:
+        return None  # not JSON (the parser says so) or JSON but not a list
+    except RecursionError:
+        pass  # nested deeper than msgspec's recursion allows here
+    # orjson reads 1024 levels but writes only 254 back: a deeper item is refused alone.
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, list):
+        return None
+    items: list[bytes | None] = []
+    for item in document:
+        try:
+            items.append(orjson.dumps(item))
+        except orjson.JSONEncodeError:
+            items.append(None)
+    return items
 
 
 class _IdOnly(msgspec.Struct):

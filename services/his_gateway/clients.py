@@ -32,6 +32,7 @@ __all__ = [
     "MemoryClientStore",
     "SqlClientStore",
     "hash_secret",
+    "is_client_id",
     "new_client",
     "new_client_id",
     "new_secret",
@@ -41,6 +42,16 @@ __all__ = [
 
 # The same shape as AppointmentEvent.practice_id (an AGB code is 8 digits).
 _PRACTICE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# What a client id may be (new_client_id makes "his-" and 16 hex digits; the column holds
+# 64): anything else names no client, and never reaches the database (PostgreSQL refuses
+# a NUL in a text with an error, not an empty answer).
+_CLIENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+
+
+def is_client_id(value: str) -> bool:
+    return _CLIENT_ID.fullmatch(value) is not None
+
+
 # argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): the token endpoint
 # stays cheap enough to rate-limit rather than to fall over.
 _HASHER: Final = PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
@@ -160,6 +171,8 @@ class SqlClientStore:
         self._sessions = sessions
 
     async def get(self, client_id: str) -> ClientRecord | None:
+        if not is_client_id(client_id):
+            return None
         async with self._sessions() as session:
             row = await session.get(GatewayClient, client_id)
             return _record(row) if row is not None else None
@@ -189,6 +202,8 @@ class SqlClientStore:
 
     async def revoke(self, client_id: str, *, now: datetime | None = None) -> bool:
         """True if the client exists (revoking twice keeps the first moment)."""
+        if not is_client_id(client_id):
+            return False
         async with self._sessions.begin() as session:
             row = await session.get(GatewayClient, client_id)
             if row is None:

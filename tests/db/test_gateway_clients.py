@@ -131,3 +131,31 @@ async def test_the_gateway_refuses_an_older_schema(
     with pytest.raises(SchemaOutdated, match="reminders db upgrade"):
         await gateway.start()
     assert gateway.readiness()[0] is False
+
+
+@pytest.mark.parametrize("client_id", ["his-\x00x", "his-\u2028", "x" * 5000])
+async def test_a_client_id_of_another_shape_is_invalid_client_and_counted(
+    gateway: Gateway, store: SqlClientStore, client_id: str
+) -> None:
+    """A NUL in the client id once answered 500 on PostgreSQL, before the limiter."""
+    transport = httpx.ASGITransport(app=build_api(gateway), client=("192.0.2.7", 4000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        for _ in range(10):
+            response = await http.post(
+                "/oauth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": client_id,
+                    "client_secret": "guess",
+                },
+            )
+            assert response.status_code == 401, response.text
+            assert response.json()["error"] == "invalid_client"
+            assert response.headers["www-authenticate"].startswith("Basic")
+        blocked = await http.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "client_id": "his-a", "client_secret": "x"},
+        )
+        assert blocked.status_code == 429  # the ten failures were counted for this address
+    assert await store.get(client_id) is None
+    assert not await store.revoke(client_id)

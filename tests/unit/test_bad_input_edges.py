@@ -69,7 +69,9 @@ def _config_refused(data: dict[str, Any] | bytes) -> str:
 # --------------------------------------------------------------------------- the three stoppers
 
 
-@pytest.mark.parametrize("version", ["²", "٣", "1²", "99999999999999999999999"])
+@pytest.mark.parametrize(
+    "version", ["²", "٣", "1²", "99999999999999999999999", "abc", "v2", "1.0", "-1", 'W/"3"']
+)
 def test_fhir_version_id_of_unicode_digits_or_beyond_64_bits_is_refused(version: str) -> None:
     data = _fhir()
     data.setdefault("meta", {})["versionId"] = version
@@ -176,6 +178,57 @@ def test_control_and_bidi_characters_in_his_texts_are_refused(char: str) -> None
     data = _native()
     data["agenda"] = {**data["agenda"], "display": f"Spreek{char}uur"}
     assert _refused(json.dumps(data).encode()).reason == "control_character"
+
+
+_CODE_CHARS = ["\x00", "\r\n", "\u202e", "\u2028", "\u0085", "\ufeff"]
+
+
+@pytest.mark.parametrize("char", _CODE_CHARS)
+@pytest.mark.parametrize(
+    "field",
+    ["appointment_type.code", "agenda.id", "practitioner.id", "source_system"],
+)
+def test_control_and_bidi_characters_in_his_codes_are_refused(char: str, field: str) -> None:
+    """A NUL once reached insights' PostgreSQL table and stopped it on every restart."""
+    data = _native()
+    if "." in field:
+        part, name = field.split(".")
+        data[part] = {**data[part], name: f"X{char}1"}
+    else:
+        data[field] = f"his{char}1"
+    value = json.dumps(data).encode()
+    error = _refused(value)
+    assert error.reason == "control_character"
+    assert f"U+{ord(char[0]):04X}" in error.detail
+    _, found = problems(value, fhir=False, received_at=RECEIVED)
+    assert [(p.reason, p.field) for p in found] == [("control_character", field)]
+
+
+@pytest.mark.parametrize("char", _CODE_CHARS)
+@pytest.mark.parametrize("where", ["code", "practitioner", "service", "source"])
+def test_control_and_bidi_characters_in_fhir_codes_are_refused(char: str, where: str) -> None:
+    data = _fhir()
+    if where == "code":
+        data["appointmentType"]["coding"][0]["code"] = f"C{char}10"
+    elif where == "practitioner":
+        data["participant"][1]["actor"]["reference"] = f"Practitioner/P{char}017"
+    elif where == "service":
+        data["participant"][2]["actor"]["reference"] = f"HealthcareService/AG{char}1"
+    else:
+        data["meta"]["source"] = f"urn:his:{char}medicom"
+    error = _refused(json.dumps(data).encode(), fhir=True)
+    assert error.reason == "control_character"
+    assert f"U+{ord(char[0]):04X}" in error.detail
+
+
+def test_plain_his_codes_stay_accepted() -> None:
+    data = _native(source_system="urn:his:medicom")
+    data["appointment_type"] = {"code": "C10 (lang)", "display": ""}
+    data["agenda"] = {"id": "AG:JANSEN/2", "display": ""}
+    data["practitioner"] = {"id": "P-017_é", "display": ""}
+    event, found = problems(json.dumps(data).encode(), fhir=False, received_at=RECEIVED)
+    assert found == [] and event is not None
+    assert event.practitioner.id == "P-017_é"
 
 
 # --------------------------------------------------------------------------- config edge

@@ -224,3 +224,26 @@ def test_the_fast_fhir_decoder_gives_the_models_verdict(
     with patch.object(his_events, "_fast_resource", lambda _: None):
         model = problems(value, fhir=True, received_at=RECEIVED)
     assert fast == model
+
+
+def test_long_references_are_read_the_same_and_not_cached() -> None:
+    """The reference cache holds its keys: a long reference (a body of long ones once kept
+    some 2 MB per request) is read without it, with the same verdict."""
+    from services.domain import his_events
+
+    short = "https://his.example.org/fhir/Practitioner/P-017/_history/2"
+    long_ok = "https://his.example.org/" + "x/" * 2000 + "Practitioner/P-017"
+    long_bad = "https://his.example.org/" + "x" * 4000
+    assert (
+        his_events._reference(long_ok)
+        == his_events._reference(short)
+        == (
+            "Practitioner",
+            "P-017",
+        )
+    )
+    assert his_events._reference(long_bad) == (None, None)
+    before = his_events._cached_reference.cache_info().currsize
+    for n in range(20):
+        his_events._reference(long_ok + str(n))
+    assert his_events._cached_reference.cache_info().currsize == before

@@ -27,6 +27,7 @@ from schemas.models import (
     PatientPreferences,
     PracticeConfig,
     ReminderDue,
+    unsafe_text_problem,
 )
 from services.booking_events.normalize import appointment_json
 from services.common.followup import FollowupAppointment
@@ -128,11 +129,25 @@ def _fits(table: Any, row: dict[str, Any]) -> None:
             assert -(2**31) <= value < 2**31, column.name
 
 
+def _texts(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _texts(item)]
+    if isinstance(value, list):
+        return [t for item in value for t in _texts(item)]
+    return []
+
+
 def _downstream(accepted: AppointmentEvent) -> None:
     """Every later stage, for an event the edge accepted."""
     meeting = classify(accepted, RULES)
     state = appointment_json(accepted, None, meeting)
     appointment = Appointment.model_validate_json(state.value)
+    # Every text of the state is one plain line: it is stored (insights' PostgreSQL refuses
+    # NUL), logged, compared and shown.
+    for text in _texts(appointment.model_dump(mode="json")):
+        assert unsafe_text_problem(text) is None, text
     reader = read_appointment(state.value)
     _fits(FollowupAppointment.__table__, appointment_row(state.value))
     key = appointment.key.encode()

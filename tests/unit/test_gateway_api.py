@@ -348,6 +348,62 @@ async def test_path_id_must_equal_the_resource_id(env: Env) -> None:
 
 
 @pytest.mark.parametrize(
+    ("quoted", "resource_id"),
+    [
+        ("A-1%E2%80%83", "A-1\u2003"),  # an em space, which the model's strip removes
+        ("A-1%0D%0A", "A-1\r\n"),
+        ("A-1%0A", "A-1\n"),
+        ("A%201", "A 1"),
+        ("%C3%A9", "\u00e9"),
+        ("-A1", "-A1"),
+        ("A" * 65, "A" * 65),
+    ],
+    ids=["em-space", "crlf", "lf", "space", "latin-1", "leading-dash", "65-chars"],
+)
+async def test_a_url_id_that_is_no_id_is_400_before_anything_is_published(
+    env: Env, quoted: str, resource_id: str
+) -> None:
+    """Such an id once went into the Location header after the event was published: a
+    500 (or a dropped connection) for a stored event."""
+    token = await env.token()
+    resource = fhir_resource() | {"id": resource_id}
+    response = await env.http.put(
+        f"/fhir/Appointment/{quoted}",
+        content=json.dumps(resource).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": FHIR},
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"].startswith(FHIR)
+    [entry] = response.json()["issue"]
+    assert entry["code"] == "invalid"
+    assert "the id in the URL is not an appointment id" in entry["diagnostics"]
+    assert env.publisher.records == []
+
+
+async def test_a_refused_id_is_not_echoed_unbounded(env: Env) -> None:
+    token = await env.token()
+    long_id = "A" * 3000
+    resource = fhir_resource() | {"id": long_id}
+    url = await env.put(resource, token, path_id="x" * 3000 + "%00")
+    assert url.status_code == 400 and "x" * 65 not in url.text
+    differs = await env.put(resource, token, path_id="A-1")
+    assert differs.status_code == 400
+    assert "differs" in differs.text and "A" * 65 not in differs.text
+    assert env.publisher.records == []
+
+
+async def test_url_ids_with_the_domains_alphabet_are_stored(env: Env) -> None:
+    token = await env.token()
+    for appointment_id in ("A_1:2.b-3", "9" * 64):
+        response = await env.put(fhir_resource() | {"id": appointment_id}, token)
+        assert response.status_code == 200, response.text
+        assert response.headers["location"] == (
+            f"http://127.0.0.1:8081/fhir/Appointment/{appointment_id}/_history/1"
+        )
+    assert len(env.publisher.records) == 2
+
+
+@pytest.mark.parametrize(
     ("change", "status", "reason"),
     [
         (lambda r: r.update(start="2026-12-01T09:40:00"), 422, "time_without_offset"),
@@ -433,6 +489,26 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_parsed(env: Env) ->
     assert env.publisher.records == []
 
 
+@pytest.mark.parametrize(
+    ("length", "status"), [(b"\xb2", 400), (b"1\xb9", 400), (b"9" * 5000, 413)]
+)
+async def test_a_content_length_that_int_refuses_is_answered(
+    env: Env, length: bytes, status: int
+) -> None:
+    token = await env.token()
+    response = await env.http.post(
+        "/v1/appointment-events",
+        content=json.dumps(native_event()).encode(),
+        headers=[
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", length),
+        ],
+    )
+    assert response.status_code == status, response.text
+    assert env.publisher.records == []
+
+
 async def test_wrong_media_type_is_415(env: Env) -> None:
     token = await env.token()
     response = await env.http.put(
@@ -506,6 +582,73 @@ async def test_a_list_all_valid_is_200_and_limits_hold(env: Env) -> None:
     assert invalid_single.status_code == 422
     assert "end_before_start" in reasons(invalid_single.json())
     assert len(env.publisher.records) == 5
+
+
+def numbered(n: int) -> dict[str, Any]:
+    event = native_event()
+    event["event_id"] = f"00000000-0000-4000-8000-00000000000{n}"
+    event["appointment_id"] = f"A-{n}"
+    return event
+
+
+@pytest.mark.parametrize("depth", [300, 1000], ids=["past-orjson-dumps", "past-msgspec"])
+async def test_a_deeply_nested_item_is_refused_alone(env: Env, depth: int) -> None:
+    """orjson reads 1024 levels but writes 254 back: such an item once raised TypeError
+    while the batch was re-encoded, a 500 for the whole batch."""
+    token = await env.token()
+    deep = json.dumps(numbered(1))[:-1] + ', "extra": ' + "[" * depth + "]" * depth + "}"
+    body = f"[{json.dumps(numbered(0))}, {deep}, {json.dumps(numbered(2))}]".encode()
+    response = await env.http.post(
+        "/v1/appointment-events",
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 207, response.text
+    first, second, third = response.json()["results"]
+    assert first["status"] == third["status"] == "accepted"
+    assert second["status"] == "invalid" and second["http_status"] == 400
+    assert reasons(second["outcome"]) == ["not_json"]
+    assert [json.loads(r.value)["appointment_id"] for r in env.publisher.records] == [
+        "A-0",
+        "A-2",
+    ]
+
+
+async def test_a_key_named_twice_is_refused_in_a_list_as_alone(env: Env) -> None:
+    token = await env.token()
+    text = json.dumps(numbered(1))
+    # "id":"123456782" first, "id":"pt-..." last: the last would win silently.
+    sneaky = text.replace('"patient": {', '"patient": {"id": "123456782", ', 1)
+    alone = await env.http.post(
+        "/v1/appointment-events",
+        content=sneaky.encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert alone.status_code == 422 and "duplicate_key" in reasons(alone.json())
+    body = f"[{json.dumps(numbered(0))}, {sneaky}]".encode()
+    response = await env.http.post(
+        "/v1/appointment-events",
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 207, response.text
+    first, second = response.json()["results"]
+    assert first["status"] == "accepted"
+    assert second["status"] == "invalid" and second["http_status"] == alone.status_code
+    assert reasons(second["outcome"]) == reasons(alone.json())
+    assert [json.loads(r.value)["appointment_id"] for r in env.publisher.records] == ["A-0"]
+
+
+async def test_list_items_are_published_as_sent(env: Env) -> None:
+    token = await env.token()
+    item = json.dumps(numbered(0), indent=1)
+    response = await env.http.post(
+        "/v1/appointment-events",
+        content=f"[ {item} ]".encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert [r.value for r in env.publisher.records] == [item.encode()]
 
 
 # --------------------------------------------------------------------------- operations
