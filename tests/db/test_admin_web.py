@@ -12,6 +12,8 @@ import io
 import json
 import random
 import re
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -449,6 +451,61 @@ async def test_a_logo_is_re_encoded_and_anything_but_png_or_jpeg_is_refused(site
     assert new.branding.logo is not None
     stored = base64.b64decode(new.branding.logo)
     assert stored.startswith(b"\x89PNG") and b"polyglot" not in stored
+
+
+def _chunk(kind: bytes, data: bytes, *, crc: int | None = None) -> bytes:
+    checksum = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)
+
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR = _chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+_PALETTE_IHDR = _chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 1, 3, 0, 0, 0))
+_IDAT = _chunk(b"IDAT", zlib.compress((b"\x00" + b"\x01" * 12) * 4))
+_IEND = _chunk(b"IEND", b"")
+# Pillow answers each of these with another exception (SyntaxError, IndexError,
+# UnboundLocalError, OSError, ...), none of them one an upload route expects.
+BROKEN_PNGS = {
+    "truncated IHDR": _SIGNATURE + _IHDR[:12],
+    "IDAT with a bad checksum": _SIGNATURE + _IHDR + _chunk(b"IDAT", b"x", crc=0) + _IEND,
+    "a chunk length past the end": _SIGNATURE + _IHDR + struct.pack(">I", 2**31 - 1) + b"IDAT",
+    "garbage where a chunk should be": _SIGNATURE + _IHDR + _IDAT + b"\xff" * 20,
+    "no IDAT at all": _SIGNATURE + _PALETTE_IHDR + _chunk(b"PLTE", b"\x00" * 3) + _IEND,
+    "a palette image without PLTE": _SIGNATURE
+    + _PALETTE_IHDR
+    + _chunk(b"IDAT", zlib.compress(b"\x00\x00" * 8))
+    + _IEND,
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN_PNGS))
+async def test_a_broken_png_is_refused_beside_the_field(site: Site, name: str) -> None:
+    async with site.client() as client:
+        token = await _beheerder(site, client)
+        answer = await client.post(
+            f"/praktijk/{P1}/instellingen",
+            data=settings_form(token),
+            files={"logo": ("logo.png", BROKEN_PNGS[name], "image/png")},
+        )
+    assert answer.status_code == 422, name
+    assert 'id="logo-error"' in answer.text
+    assert "Dit bestand is geen PNG- of JPEG-afbeelding." in answer.text
+    assert site.configs.published == []
+
+
+async def test_a_png_that_claims_too_many_pixels_is_refused_as_such(site: Site) -> None:
+    # 20000 x 20000: past Pillow's own decompression-bomb limit, refused as it opens.
+    bomb = _SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+    async with site.client() as client:
+        token = await _beheerder(site, client)
+        answer = await client.post(
+            f"/praktijk/{P1}/instellingen",
+            data=settings_form(token),
+            files={"logo": ("logo.png", bomb + _IDAT + _IEND, "image/png")},
+        )
+    assert answer.status_code == 422
+    assert "Het logo heeft te veel pixels" in answer.text
+    assert site.configs.published == []
 
 
 async def test_texts_are_saved_and_the_preview_follows_the_unsaved_form(site: Site) -> None:
