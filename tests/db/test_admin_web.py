@@ -562,6 +562,35 @@ async def test_a_template_that_does_not_compile_is_refused_beside_its_field(site
     assert site.configs.published == []
 
 
+async def test_a_template_that_divides_by_zero_is_refused_in_preview_and_save(
+    site: Site,
+) -> None:
+    async with site.client() as client:
+        await sign_in(client, site.mailer, BEHEERDER)
+        token = csrf_of((await client.get(f"/praktijk/{P1}/teksten")).text)
+        form = {
+            "csrf_token": token,
+            "version": "3",
+            "code": "C10",
+            "label": "Consult",
+            "tpl_nl_subject": "Afspraak {{ 1 is divisibleby 0 }}",
+            "preview_lang": "nl",
+        }
+        preview = await client.post(f"/praktijk/{P1}/teksten/voorbeeld", data=form)
+        assert preview.status_code == 200
+        assert 'class="problem"' in preview.text and "fails to render" in preview.text
+        test = await client.post(f"/praktijk/{P1}/teksten/test", data=form)
+        assert test.status_code == 422 and "fails to render" in test.text
+        saved = await client.post(f"/praktijk/{P1}/teksten", data=form)
+        assert saved.status_code == 422
+        assert 'id="tpl_nl_subject-error"' in saved.text and "fails to render" in saved.text
+    assert site.configs.published == []
+    assert (
+        site.mailer.sent[-1]["To"] == BEHEERDER
+        and "inlogcode" in site.mailer.sent[-1]["Subject"].lower()
+    )
+
+
 async def test_the_meeting_box_says_why_a_text_counts_as_a_meeting(site: Site) -> None:
     async with site.client() as client:
         await sign_in(client, site.mailer, MEDEWERKER)
