@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas.models import PracticeConfig
+from schemas.models import INSTANT_RANGE, PracticeConfig
 from services.common.clock import Clock
 from services.common.followup import CHARTS, Figure, Report, build_report, chart_svg, report_csv
 from services.common.practice_config import ConfigRejected, validate_practice_config
@@ -783,10 +783,16 @@ def build_app(pages: Pages) -> FastAPI:
         day_text = request.query_params.get("dag", "")
         status = request.query_params.get("uitkomst", "")
         day: date | None = None
+        errors: forms.FormErrors = {}
         if day_text:
             try:
                 day = date.fromisoformat(day_text)
             except ValueError:
+                day = None
+            if day is not None and not _FIRST_LOG_DAY <= day <= _LAST_LOG_DAY:
+                # No reminder lies there (INSTANT_RANGE), and year 1 or 9999 would not
+                # even convert to UTC: said beside the field, the filter not applied.
+                errors["dag"] = [translator(pages.lang(request))("day_out_of_range")]
                 day = None
         log_page = await pages.outcomes.log(
             practice_id,
@@ -804,12 +810,16 @@ def build_app(pages: Pages) -> FastAPI:
                 "config": config,
                 "rows": log_page.rows,
                 "total": log_page.total,
-                "day": day_text if day is not None else "",
+                "day": day_text if day is not None or errors else "",
+                "first_day": _FIRST_LOG_DAY.isoformat(),
+                "last_day": _LAST_LOG_DAY.isoformat(),
+                "errors": errors,
                 "status": status,
                 "zone": zone,
                 "reasons": REASONS[pages.lang(request)],
             },
             signed=signed,
+            status_code=422 if errors else 200,
         )
 
     # ------------------------------------------------------------------ follow-up
@@ -869,6 +879,10 @@ def build_app(pages: Pages) -> FastAPI:
 
     return app
 
+
+# The days the send log can be filtered on: those of INSTANT_RANGE.
+_FIRST_LOG_DAY = INSTANT_RANGE[0].date()
+_LAST_LOG_DAY = (INSTANT_RANGE[1] - timedelta(days=1)).date()
 
 _CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
 

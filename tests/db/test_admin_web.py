@@ -16,7 +16,8 @@ import struct
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, date, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -659,6 +660,31 @@ async def test_the_send_log_shows_reasons_in_plain_dutch_and_filters(site: Site)
         assert "overleg over de patiënt: niet verstuurd" in overview.text
         follow = await client.get(f"/praktijk/{P1}/follow-up")
         assert "Nog geen gegevens" not in follow.text  # the same rows feed the follow-up
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "1999-12-30", "2100-01-01"])
+async def test_a_send_log_day_outside_the_years_of_any_reminder_is_refused_with_a_message(
+    site: Site, day: str
+) -> None:
+    async with site.client() as client:
+        await sign_in(client, site.mailer, MEDEWERKER)
+        log = await client.get(f"/praktijk/{P1}/verzendlog", params={"dag": day})
+    assert log.status_code == 422
+    assert 'id="dag-error"' in log.text and "Kies een dag van 2000 tot en met 2099" in log.text
+    assert 'aria-describedby="dag-error"' in log.text
+
+
+@pytest.mark.parametrize("day", [date.min, date.max, date(1999, 12, 31), date(2100, 1, 1)])
+async def test_the_send_log_query_takes_any_day(site: Site, day: date) -> None:
+    # The first and the last day a date can be: no day range to overflow, no rows either.
+    await project_log(
+        site.engine,
+        P1,
+        [LogRow(START, START, "A1", "Consult", "pt-1", "sent", None, "email")],
+    )
+    for zone in (ZoneInfo("Europe/Amsterdam"), ZoneInfo("Pacific/Kiritimati")):
+        page = await site.outcomes.log(P1, day=day, zone=zone)
+        assert page.rows == [] and page.total == 0
 
 
 async def test_english_is_switchable(site: Site) -> None:
