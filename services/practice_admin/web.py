@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -600,7 +601,8 @@ def build_app(pages: Pages) -> FastAPI:
             again,
             lambda reason: forms.errors_by_field(reason, forms.texts_fields(code)),
             errors,
-            redirect=f"/praktijk/{practice_id}/teksten?type={code}&opgeslagen=1",
+            redirect=f"/praktijk/{practice_id}/teksten?"
+            + urlencode({"type": code, "opgeslagen": 1}),
         )
 
     def preview_of(

@@ -750,3 +750,20 @@ async def test_a_new_appointment_type_is_added_with_its_own_template(site: Site)
     (new,) = site.configs.published
     assert new.appointment_types["OREN"].label == "Oren uitspuiten"
     assert new.templates["OREN"]["nl"].subject == "Uw afspraak: {{ label }} op {{ date_text }}"
+
+
+@pytest.mark.parametrize("code", ["X&opgeslagen=0", "Y#z", "a+b", "a b", "é"])
+async def test_the_redirect_after_saving_a_text_keeps_the_type_code_whole(
+    site: Site, code: str
+) -> None:
+    async with site.client() as client:
+        await sign_in(client, site.mailer, BEHEERDER)
+        token = csrf_of((await client.get(f"/praktijk/{P1}/teksten")).text)
+        saved = await client.post(
+            f"/praktijk/{P1}/teksten",
+            data={"csrf_token": token, "version": "3", "code": code, "label": "Eigen type"},
+        )
+        assert saved.status_code == 303
+        after = await client.get(saved.headers["location"])
+    assert httpx.URL(saved.headers["location"]).params.get_list("type") == [code]
+    assert after.status_code == 200 and 'value="Eigen type"' in after.text
