@@ -160,6 +160,12 @@ class Pages:
             path="/",
         )
 
+    def delete_cookie(self, response: Response, name: str) -> None:
+        """Deleted with the flags it was set with (:meth:`set_cookie`)."""
+        response.delete_cookie(
+            name, httponly=True, secure=self.secure_cookies, samesite="lax", path="/"
+        )
+
     async def audit(
         self, practice_id: str, actor: str, action: str, fields_: list[str], version: int
     ) -> None:
@@ -337,7 +343,7 @@ def build_app(pages: Pages) -> FastAPI:
         token = await pages.signin.start_session(user_id, pages.clock.now())
         response = RedirectResponse("/", status_code=303)
         pages.set_cookie(response, SESSION_COOKIE, token, None)
-        response.delete_cookie(CSRF_COOKIE, path="/")
+        pages.delete_cookie(response, CSRF_COOKIE)
         return response
 
     @app.post("/logout")
@@ -346,7 +352,7 @@ def build_app(pages: Pages) -> FastAPI:
         await pages.form(request, signed)
         await pages.signin.end_session(request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", secure=pages.secure_cookies, httponly=True)
+        pages.delete_cookie(response, SESSION_COOKIE)
         return response
 
     @app.post("/taal")

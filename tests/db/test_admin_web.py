@@ -767,3 +767,16 @@ async def test_the_redirect_after_saving_a_text_keeps_the_type_code_whole(
         after = await client.get(saved.headers["location"])
     assert httpx.URL(saved.headers["location"]).params.get_list("type") == [code]
     assert after.status_code == 200 and 'value="Eigen type"' in after.text
+
+
+async def test_the_csrf_cookie_is_deleted_with_the_flags_it_was_set_with(site: Site) -> None:
+    site.pages.secure_cookies = True
+    transport = httpx.ASGITransport(app=build_app(site.pages), client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        answer = await sign_in(client, site.mailer, BEHEERDER)
+    deleted = [c for c in answer.headers.get_list("set-cookie") if c.startswith("pa_csrf=")]
+    (cookie,) = deleted
+    flags = cookie.lower()
+    assert "max-age=0" in flags
+    assert "httponly" in flags and "secure" in flags and "samesite=lax" in flags
+    assert "path=/" in flags
