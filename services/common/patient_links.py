@@ -79,9 +79,14 @@ def _b64decode(text: str) -> bytes:
     if not _B64URL.match(text):
         raise InvalidPatientLink("malformed")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise InvalidPatientLink("malformed") from None
+    # The decoder ignores the unused low bits of the last character: only the one
+    # encoding we issue is accepted, so a token has exactly one spelling.
+    if _b64encode(data) != text:
+        raise InvalidPatientLink("malformed")
+    return data
 
 
 def _derive(secret: bytes) -> bytes:

@@ -17,6 +17,8 @@ How a message is made (DESIGN rules 4 and 5):
   ``~`` and a few string filters. No loops, ``set``, macros, includes, calls or
   arithmetic: a reminder text needs none of them, and without them no template can
   spin or allocate its way into a denial of service in every service that loads it.
+  Whatever an allowed expression raises as it renders (``1 is divisibleby 0``) is a
+  refusal with the reason, like a template that does not compile.
 - **The urgent line** ("Heeft u een spoedeisende vraag? Bel dan de praktijk: …") is
   appended by this module *after* rendering, to the text part, the HTML part and the
   push body (not the subject). No template can remove it because no template produces
@@ -515,7 +517,12 @@ def _render_compiled(compiled: Template | str, part: str, context: Mapping[str, 
         raise ValueError(f"reaches outside the template's context ({exc})") from exc
     except UndefinedError as exc:
         raise ValueError(f"unknown name ({exc})") from exc
-    except (TemplateError, TypeError, ValueError, AttributeError, LookupError) as exc:
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Whatever else the expression raises (TemplateError, TypeError, ArithmeticError
+        # from ``is divisibleby 0``, a NameError of Jinja's own code for ``1e400``...) is
+        # the template's fault: a refusal, never an exception the caller did not expect.
         raise ValueError(f"fails to render: {exc}") from exc
     limit = _MAX_OUTPUT.get(part, _MAX_OUTPUT_DEFAULT)
     if len(output) > limit:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from schemas.models import MAX_LOGO_BYTES
 
@@ -47,7 +47,14 @@ def clean_logo(data: bytes) -> str:
                 image.convert("RGB").save(out, format="JPEG", quality=90)
     except LogoRefused:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise LogoRefused("logo_too_large_pixels") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow's decoders answer a broken file with nearly any exception (OSError,
+        # SyntaxError, IndexError, UnboundLocalError, struct.error...), not only
+        # UnidentifiedImageError: whatever it raises, the upload is not an image we use.
         raise LogoRefused("logo_not_image") from exc
     encoded = out.getvalue()
     if len(encoded) > MAX_LOGO_BYTES:

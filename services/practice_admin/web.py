@@ -17,6 +17,7 @@ from datetime import date, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas.models import PracticeConfig
+from schemas.models import INSTANT_RANGE, PracticeConfig
 from services.common.clock import Clock
 from services.common.followup import CHARTS, Figure, Report, build_report, chart_svg, report_csv
 from services.common.practice_config import ConfigRejected, validate_practice_config
@@ -157,6 +158,12 @@ class Pages:
             secure=self.secure_cookies,
             samesite="lax",
             path="/",
+        )
+
+    def delete_cookie(self, response: Response, name: str) -> None:
+        """Deleted with the flags it was set with (:meth:`set_cookie`)."""
+        response.delete_cookie(
+            name, httponly=True, secure=self.secure_cookies, samesite="lax", path="/"
         )
 
     async def audit(
@@ -336,7 +343,7 @@ def build_app(pages: Pages) -> FastAPI:
         token = await pages.signin.start_session(user_id, pages.clock.now())
         response = RedirectResponse("/", status_code=303)
         pages.set_cookie(response, SESSION_COOKIE, token, None)
-        response.delete_cookie(CSRF_COOKIE, path="/")
+        pages.delete_cookie(response, CSRF_COOKIE)
         return response
 
     @app.post("/logout")
@@ -345,7 +352,7 @@ def build_app(pages: Pages) -> FastAPI:
         await pages.form(request, signed)
         await pages.signin.end_session(request.cookies.get(SESSION_COOKIE))
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", secure=pages.secure_cookies, httponly=True)
+        pages.delete_cookie(response, SESSION_COOKIE)
         return response
 
     @app.post("/taal")
@@ -600,7 +607,8 @@ def build_app(pages: Pages) -> FastAPI:
             again,
             lambda reason: forms.errors_by_field(reason, forms.texts_fields(code)),
             errors,
-            redirect=f"/praktijk/{practice_id}/teksten?type={code}&opgeslagen=1",
+            redirect=f"/praktijk/{practice_id}/teksten?"
+            + urlencode({"type": code, "opgeslagen": 1}),
         )
 
     def preview_of(
@@ -783,10 +791,16 @@ def build_app(pages: Pages) -> FastAPI:
         day_text = request.query_params.get("dag", "")
         status = request.query_params.get("uitkomst", "")
         day: date | None = None
+        errors: forms.FormErrors = {}
         if day_text:
             try:
                 day = date.fromisoformat(day_text)
             except ValueError:
+                day = None
+            if day is not None and not _FIRST_LOG_DAY <= day <= _LAST_LOG_DAY:
+                # No reminder lies there (INSTANT_RANGE), and year 1 or 9999 would not
+                # even convert to UTC: said beside the field, the filter not applied.
+                errors["dag"] = [translator(pages.lang(request))("day_out_of_range")]
                 day = None
         log_page = await pages.outcomes.log(
             practice_id,
@@ -804,12 +818,16 @@ def build_app(pages: Pages) -> FastAPI:
                 "config": config,
                 "rows": log_page.rows,
                 "total": log_page.total,
-                "day": day_text if day is not None else "",
+                "day": day_text if day is not None or errors else "",
+                "first_day": _FIRST_LOG_DAY.isoformat(),
+                "last_day": _LAST_LOG_DAY.isoformat(),
+                "errors": errors,
                 "status": status,
                 "zone": zone,
                 "reasons": REASONS[pages.lang(request)],
             },
             signed=signed,
+            status_code=422 if errors else 200,
         )
 
     # ------------------------------------------------------------------ follow-up
@@ -869,6 +887,10 @@ def build_app(pages: Pages) -> FastAPI:
 
     return app
 
+
+# The days the send log can be filtered on: those of INSTANT_RANGE.
+_FIRST_LOG_DAY = INSTANT_RANGE[0].date()
+_LAST_LOG_DAY = (INSTANT_RANGE[1] - timedelta(days=1)).date()
 
 _CHART_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'"
 

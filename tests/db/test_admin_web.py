@@ -12,9 +12,12 @@ import io
 import json
 import random
 import re
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, date, timedelta
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -451,6 +454,61 @@ async def test_a_logo_is_re_encoded_and_anything_but_png_or_jpeg_is_refused(site
     assert stored.startswith(b"\x89PNG") and b"polyglot" not in stored
 
 
+def _chunk(kind: bytes, data: bytes, *, crc: int | None = None) -> bytes:
+    checksum = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)
+
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_IHDR = _chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0, 0))
+_PALETTE_IHDR = _chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 1, 3, 0, 0, 0))
+_IDAT = _chunk(b"IDAT", zlib.compress((b"\x00" + b"\x01" * 12) * 4))
+_IEND = _chunk(b"IEND", b"")
+# Pillow answers each of these with another exception (SyntaxError, IndexError,
+# UnboundLocalError, OSError, ...), none of them one an upload route expects.
+BROKEN_PNGS = {
+    "truncated IHDR": _SIGNATURE + _IHDR[:12],
+    "IDAT with a bad checksum": _SIGNATURE + _IHDR + _chunk(b"IDAT", b"x", crc=0) + _IEND,
+    "a chunk length past the end": _SIGNATURE + _IHDR + struct.pack(">I", 2**31 - 1) + b"IDAT",
+    "garbage where a chunk should be": _SIGNATURE + _IHDR + _IDAT + b"\xff" * 20,
+    "no IDAT at all": _SIGNATURE + _PALETTE_IHDR + _chunk(b"PLTE", b"\x00" * 3) + _IEND,
+    "a palette image without PLTE": _SIGNATURE
+    + _PALETTE_IHDR
+    + _chunk(b"IDAT", zlib.compress(b"\x00\x00" * 8))
+    + _IEND,
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN_PNGS))
+async def test_a_broken_png_is_refused_beside_the_field(site: Site, name: str) -> None:
+    async with site.client() as client:
+        token = await _beheerder(site, client)
+        answer = await client.post(
+            f"/praktijk/{P1}/instellingen",
+            data=settings_form(token),
+            files={"logo": ("logo.png", BROKEN_PNGS[name], "image/png")},
+        )
+    assert answer.status_code == 422, name
+    assert 'id="logo-error"' in answer.text
+    assert "Dit bestand is geen PNG- of JPEG-afbeelding." in answer.text
+    assert site.configs.published == []
+
+
+async def test_a_png_that_claims_too_many_pixels_is_refused_as_such(site: Site) -> None:
+    # 20000 x 20000: past Pillow's own decompression-bomb limit, refused as it opens.
+    bomb = _SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+    async with site.client() as client:
+        token = await _beheerder(site, client)
+        answer = await client.post(
+            f"/praktijk/{P1}/instellingen",
+            data=settings_form(token),
+            files={"logo": ("logo.png", bomb + _IDAT + _IEND, "image/png")},
+        )
+    assert answer.status_code == 422
+    assert "Het logo heeft te veel pixels" in answer.text
+    assert site.configs.published == []
+
+
 async def test_texts_are_saved_and_the_preview_follows_the_unsaved_form(site: Site) -> None:
     async with site.client() as client:
         await sign_in(client, site.mailer, BEHEERDER)
@@ -503,6 +561,35 @@ async def test_a_template_that_does_not_compile_is_refused_beside_its_field(site
     assert answer.status_code == 422
     assert 'id="tpl_nl_subject-error"' in answer.text or 'id="general' not in answer.text
     assert site.configs.published == []
+
+
+async def test_a_template_that_divides_by_zero_is_refused_in_preview_and_save(
+    site: Site,
+) -> None:
+    async with site.client() as client:
+        await sign_in(client, site.mailer, BEHEERDER)
+        token = csrf_of((await client.get(f"/praktijk/{P1}/teksten")).text)
+        form = {
+            "csrf_token": token,
+            "version": "3",
+            "code": "C10",
+            "label": "Consult",
+            "tpl_nl_subject": "Afspraak {{ 1 is divisibleby 0 }}",
+            "preview_lang": "nl",
+        }
+        preview = await client.post(f"/praktijk/{P1}/teksten/voorbeeld", data=form)
+        assert preview.status_code == 200
+        assert 'class="problem"' in preview.text and "fails to render" in preview.text
+        test = await client.post(f"/praktijk/{P1}/teksten/test", data=form)
+        assert test.status_code == 422 and "fails to render" in test.text
+        saved = await client.post(f"/praktijk/{P1}/teksten", data=form)
+        assert saved.status_code == 422
+        assert 'id="tpl_nl_subject-error"' in saved.text and "fails to render" in saved.text
+    assert site.configs.published == []
+    assert (
+        site.mailer.sent[-1]["To"] == BEHEERDER
+        and "inlogcode" in site.mailer.sent[-1]["Subject"].lower()
+    )
 
 
 async def test_the_meeting_box_says_why_a_text_counts_as_a_meeting(site: Site) -> None:
@@ -575,6 +662,31 @@ async def test_the_send_log_shows_reasons_in_plain_dutch_and_filters(site: Site)
         assert "Nog geen gegevens" not in follow.text  # the same rows feed the follow-up
 
 
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01", "1999-12-30", "2100-01-01"])
+async def test_a_send_log_day_outside_the_years_of_any_reminder_is_refused_with_a_message(
+    site: Site, day: str
+) -> None:
+    async with site.client() as client:
+        await sign_in(client, site.mailer, MEDEWERKER)
+        log = await client.get(f"/praktijk/{P1}/verzendlog", params={"dag": day})
+    assert log.status_code == 422
+    assert 'id="dag-error"' in log.text and "Kies een dag van 2000 tot en met 2099" in log.text
+    assert 'aria-describedby="dag-error"' in log.text
+
+
+@pytest.mark.parametrize("day", [date.min, date.max, date(1999, 12, 31), date(2100, 1, 1)])
+async def test_the_send_log_query_takes_any_day(site: Site, day: date) -> None:
+    # The first and the last day a date can be: no day range to overflow, no rows either.
+    await project_log(
+        site.engine,
+        P1,
+        [LogRow(START, START, "A1", "Consult", "pt-1", "sent", None, "email")],
+    )
+    for zone in (ZoneInfo("Europe/Amsterdam"), ZoneInfo("Pacific/Kiritimati")):
+        page = await site.outcomes.log(P1, day=day, zone=zone)
+        assert page.rows == [] and page.total == 0
+
+
 async def test_english_is_switchable(site: Site) -> None:
     async with site.client() as client:
         await sign_in(client, site.mailer, BEHEERDER)
@@ -638,3 +750,33 @@ async def test_a_new_appointment_type_is_added_with_its_own_template(site: Site)
     (new,) = site.configs.published
     assert new.appointment_types["OREN"].label == "Oren uitspuiten"
     assert new.templates["OREN"]["nl"].subject == "Uw afspraak: {{ label }} op {{ date_text }}"
+
+
+@pytest.mark.parametrize("code", ["X&opgeslagen=0", "Y#z", "a+b", "a b", "é"])
+async def test_the_redirect_after_saving_a_text_keeps_the_type_code_whole(
+    site: Site, code: str
+) -> None:
+    async with site.client() as client:
+        await sign_in(client, site.mailer, BEHEERDER)
+        token = csrf_of((await client.get(f"/praktijk/{P1}/teksten")).text)
+        saved = await client.post(
+            f"/praktijk/{P1}/teksten",
+            data={"csrf_token": token, "version": "3", "code": code, "label": "Eigen type"},
+        )
+        assert saved.status_code == 303
+        after = await client.get(saved.headers["location"])
+    assert httpx.URL(saved.headers["location"]).params.get_list("type") == [code]
+    assert after.status_code == 200 and 'value="Eigen type"' in after.text
+
+
+async def test_the_csrf_cookie_is_deleted_with_the_flags_it_was_set_with(site: Site) -> None:
+    site.pages.secure_cookies = True
+    transport = httpx.ASGITransport(app=build_app(site.pages), client=("127.0.0.1", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
+        answer = await sign_in(client, site.mailer, BEHEERDER)
+    deleted = [c for c in answer.headers.get_list("set-cookie") if c.startswith("pa_csrf=")]
+    (cookie,) = deleted
+    flags = cookie.lower()
+    assert "max-age=0" in flags
+    assert "httponly" in flags and "secure" in flags and "samesite=lax" in flags
+    assert "path=/" in flags

@@ -268,6 +268,13 @@ _TEMPLATE_PIECES = [
     "{{ label['format'] }}",
     "{% if with_whom %}met {{ with_whom }}{% endif %}",
     "{{ instructions|truncate(20) }}",
+    # Expressions that fail as they render (a refusal, never an exception of their own).
+    "{{ 1 is divisibleby 0 }}",
+    "{{ 2.5 is divisibleby 0.0 }}",
+    "{{ label is divisibleby 3 }}",
+    "{{ label[::0] }}",
+    "{{ label|truncate(1e400) }}",
+    "{{ 1e400 is odd }}",
     "<b>",
     "</p>",
     "\n",

@@ -279,3 +279,16 @@ def test_access_log_filter_hides_the_token() -> None:
     assert RedactPatientLinks().filter(record)
     assert token not in record.getMessage()
     assert "/u/[token]" in record.getMessage()
+
+
+def test_a_token_in_another_spelling_of_the_same_bytes_is_refused() -> None:
+    signer = _signer()
+    token = signer.issue(PRACTICE, PATIENT, NOW)
+    version, payload, mac = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    # 32 MAC bytes are 43 characters; the last carries 2 unused bits.
+    twin = mac[:-1] + alphabet[alphabet.index(mac[-1]) ^ 1]
+    assert base64.urlsafe_b64decode(twin + "=") == base64.urlsafe_b64decode(mac + "=")
+    with pytest.raises(InvalidPatientLink):
+        signer.verify(f"{version}.{payload}.{twin}", NOW)
+    assert signer.verify(token, NOW).patient_id == PATIENT

@@ -229,6 +229,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "reminders_enabled must be true or false",
     ),
     ("name on two lines", valid(name="De\nLinde"), "name must be a single line of text"),
+    (
+        "template that divides by zero",
+        valid(templates={"default": {"nl": {"subject": "{{ 1 is divisibleby 0 }}"}}}),
+        "templates.default.nl.subject: fails to render: integer modulo by zero",
+    ),
 ]
 
 
@@ -279,6 +284,17 @@ def test_table_hook_raises_decode_error_with_the_reason() -> None:
         validate_for_table(broken)
     assert caught.value.reason == "invalid_config"
     assert "templates has texts for type 'C99'" in caught.value.detail
+
+
+def test_table_hook_refuses_a_template_that_divides_by_zero() -> None:
+    # The config tables of every service run this hook on each record they read.
+    broken = PracticeConfig.model_validate(
+        valid(templates={"C10": {"en": {"push_body": "{{ 7 is divisibleby 0 }}"}}})
+    )
+    with pytest.raises(DecodeError) as caught:
+        validate_for_table(broken)
+    assert caught.value.reason == "invalid_config"
+    assert "templates.C10.en.push_body: fails to render" in caught.value.detail
 
 
 async def test_table_rewords_model_errors_for_the_dlq() -> None:

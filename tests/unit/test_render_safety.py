@@ -224,6 +224,12 @@ def test_constructs_beyond_simple_texts_are_rejected_with_the_reason(
         ("{{ patient_name }}", "unknown name 'patient_name'; available: practice.name"),
         ("{{ practice.email }}", "unknown name 'practice.email'"),
         ("{{ label is nonsense }}", "templates.default.nl.subject: "),
+        # Runtime errors of the expression itself: each a refusal, none a crash.
+        ("{{ 1 is divisibleby 0 }}", "templates.default.nl.subject: fails to render"),
+        ("{{ 1.5 is divisibleby 0.0 }}", "templates.default.nl.subject: fails to render"),
+        ("{{ 1 is divisibleby 1e-400 }}", "templates.default.nl.subject: fails to render"),
+        ("{{ label[::0] }}", "templates.default.nl.subject: fails to render"),
+        ("{{ label|truncate(1e400) }}", "templates.default.nl.subject: fails to render"),
     ],
 )
 def test_broken_templates_are_rejected_with_where_and_why(source: str, expected: str) -> None:

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from schemas.models import INSTANT_RANGE
 from services.common.followup._calendar import ZONE, as_utc
 from services.common.followup._tables import FollowupAppointment, FollowupOutcome
 
@@ -64,7 +65,17 @@ class UpcomingAppointment:
     type_code: str
 
 
+# Every time in the projection lies in INSTANT_RANGE; a day further off than a day of
+# it holds none, and computing its bounds could overflow (year 1 in a zone ahead of UTC,
+# the day after 9999-12-31).
+_FIRST_DAY = INSTANT_RANGE[0].date() - timedelta(days=1)
+_LAST_DAY = INSTANT_RANGE[1].date()
+
+
 def _day_range(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    if not _FIRST_DAY <= day <= _LAST_DAY:
+        nothing = INSTANT_RANGE[0]
+        return nothing, nothing  # an empty range: moment >= x and moment < x
     first = datetime.combine(day, time.min, tzinfo=zone).astimezone(UTC)
     last = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone).astimezone(UTC)
     return first, last
