@@ -321,6 +321,33 @@ class MeetingInfo(_Record):
     matched: str | None = None
 
 
+# The state keeps reading what the edge accepted before its codes had to be plain lines
+# (records of then are still in the compacted appointments.v1): refusing them now would
+# drop those appointments' reminders. Only the edge (AppointmentEvent) is stricter.
+_StoredCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# From attributes: an AppointmentType, Agenda or Practitioner of an event goes into the
+# state as it is.
+_STORED = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True, from_attributes=True)
+
+
+class _StoredAppointmentType(AppointmentType):
+    model_config = _STORED
+
+    code: _StoredCode
+
+
+class _StoredAgenda(Agenda):
+    model_config = _STORED
+
+    id: _StoredCode
+
+
+class _StoredPractitioner(Practitioner):
+    model_config = _STORED
+
+    id: _StoredCode
+
+
 class Appointment(_AppointmentFields):
     """Current state of one appointment in the compacted ``appointments.v1``.
 
@@ -328,6 +355,11 @@ class Appointment(_AppointmentFields):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+    source_system: _StoredCode
+    appointment_type: _StoredAppointmentType
+    agenda: _StoredAgenda
+    practitioner: _StoredPractitioner
 
     booked_at: Instant
     updated_at: Instant

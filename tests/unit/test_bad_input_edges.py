@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from schemas.models import PatientParticipant, PracticeConfig
+from schemas.models import Appointment, AppointmentEvent, PatientParticipant, PracticeConfig
 from services.common.practice_config import ConfigRejected, validate_practice_config
 from services.domain.codec import DecodeError
 from services.domain.his_events import REASONS, parse_event, problems
@@ -301,3 +302,36 @@ def test_publish_dry_run_refuses_the_stopping_inputs_without_a_traceback(tmp_pat
         assert result.returncode == 2, result.stderr
         assert f"invalid ({reason})" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_stored_state_from_before_the_plain_code_rule_is_still_read() -> None:
+    """appointments.v1 is compacted: states written while the edge still let a NUL or a
+    line break through in a code are read on every start. The edge refuses such codes
+    now, the state model still reads them, so those appointments keep their reminders."""
+    state = {
+        "source_system": "his\n1",
+        "practice_id": "01234567",
+        "appointment_id": "A-OLD",
+        "sequence": 1,
+        "status": "booked",
+        "start": "2026-12-10T09:00:00+00:00",
+        "end": "2026-12-10T09:10:00+00:00",
+        "appointment_type": {"code": "C\x0010", "display": "Consult"},
+        "agenda": {"id": "AG\u202e1", "display": ""},
+        "practitioner": {"id": "P\r\n1", "display": ""},
+        "patient": {"id": "pt-1", "required": "required"},
+        "booked_at": "2026-12-01T09:00:00+00:00",
+        "updated_at": "2026-12-01T09:00:00+00:00",
+        "meeting": {"is_meeting": False},
+    }
+    appointment = Appointment.model_validate_json(json.dumps(state))
+    assert appointment.appointment_type.code == "C\x0010"
+    assert appointment.agenda.id == "AG\u202e1"
+    with pytest.raises(ValidationError):
+        AppointmentEvent.model_validate(
+            {
+                **state,
+                "event_id": "e3e70682-c209-4cac-629f-6fbed82c07cd",
+                "occurred_at": "2026-12-01T09:00:00+00:00",
+            }
+        )
