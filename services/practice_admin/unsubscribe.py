@@ -304,7 +304,7 @@ async def one_click(token: str, request: Request) -> HTMLResponse:
         service.check(token)
     except InvalidPatientLink:
         return _invalid()
-    form = await request.form()
+    form = await request.form(max_files=0, max_fields=20, max_part_size=4096)
     if form.get(ONE_CLICK_FIELD) != ONE_CLICK_VALUE:
         # RFC 8058: the POST names the one-click action; anything else changes nothing.
         return _page(

@@ -99,8 +99,11 @@ class Pages:
     async def current(self, request: Request) -> Signed | None:
         return await self.signin.session_for(request.cookies.get(SESSION_COOKIE), self.clock.now())
 
-    async def form(self, request: Request, signed: Signed | None) -> FormData:
-        form = await request.form(max_files=1, max_fields=200, max_part_size=200 * 1024)
+    async def form(self, request: Request, signed: Signed | None, *, files: int = 0) -> FormData:
+        # A file part is refused (400) at its headers, before anything is written to disk,
+        # on every form but the one that takes a logo: the sign-in form is read before
+        # the CSRF check, by anyone.
+        form = await request.form(max_files=files, max_fields=200, max_part_size=200 * 1024)
         request.state.form = form  # closed (uploads and all) after the response
         expected = signed.csrf_token if signed is not None else request.cookies.get(CSRF_COOKIE)
         check_csrf(form, expected)
@@ -446,7 +449,7 @@ def build_app(pages: Pages) -> FastAPI:
     @app.post("/praktijk/{practice_id}/instellingen")
     async def instellingen_post(request: Request, practice_id: str) -> Response:
         signed = await pages.member(request, practice_id)
-        form = await pages.form(request, signed)
+        form = await pages.form(request, signed, files=1)
         pages.beheerder(signed, practice_id)
         t = translator(pages.lang(request))
         current = pages.configs.get(practice_id)

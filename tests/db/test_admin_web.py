@@ -780,3 +780,42 @@ async def test_the_csrf_cookie_is_deleted_with_the_flags_it_was_set_with(site: S
     assert "max-age=0" in flags
     assert "httponly" in flags and "secure" in flags and "samesite=lax" in flags
     assert "path=/" in flags
+
+
+async def test_a_file_part_is_refused_before_it_is_written_except_for_the_logo(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sign-in form is read before the CSRF check, by anyone: a file part there (or on
+    any form but the logo's) is refused at its headers, never spooled to disk."""
+    import starlette.formparsers
+
+    spooled: list[object] = []
+    real = starlette.formparsers.SpooledTemporaryFile
+
+    def counting(*args: object, **kwargs: object) -> object:
+        spooled.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", counting)
+    upload = {"junk": ("x.bin", b"\0" * 300_000, "application/octet-stream")}
+    async with site.client() as client:
+        page = await client.get("/login")
+        answer = await client.post(
+            "/login", data={"email": BEHEERDER, "csrf_token": csrf_of(page.text)}, files=upload
+        )
+        assert answer.status_code == 400
+        assert spooled == []
+        assert site.mailer.sent == []
+        token = await _beheerder(site, client)
+        answer = await client.post(
+            f"/praktijk/{P1}/overleggen", data={"csrf_token": token}, files=upload
+        )
+        assert answer.status_code == 400 and spooled == []
+        # The logo's form still takes its one file.
+        answer = await client.post(
+            f"/praktijk/{P1}/instellingen",
+            data=settings_form(token),
+            files={"logo": ("logo.png", _png(), "image/png")},
+        )
+        assert answer.status_code == 303 and len(spooled) == 1
+    assert site.configs.published[-1].branding.logo is not None

@@ -360,6 +360,12 @@ async def test_the_patient_links_are_served_one_click_switches_reminders_off(
         assert (await client.get("/u/not-a-token")).status_code == 400
         page = await client.get(f"/u/{token}")
         assert page.status_code == 200 and "<button" in page.text
+        # Anyone may POST here: a file part is refused at its headers, nothing changes.
+        junk = {"junk": ("x.bin", b"\0" * 100_000, "application/octet-stream")}
+        refused = await client.post(
+            f"/u/{token}", data={"List-Unsubscribe": "One-Click"}, files=junk
+        )
+        assert refused.status_code == 400
         answer = None
         for _ in range(50):  # practice-admin's preferences table catches up
             answer = await client.post(f"/u/{token}", data={"List-Unsubscribe": "One-Click"})
