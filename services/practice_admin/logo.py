@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from schemas.models import MAX_LOGO_BYTES
 
@@ -40,11 +40,14 @@ def clean_logo(data: bytes) -> str:
             probe.verify()
         with Image.open(io.BytesIO(data)) as image:
             image.load()
+            # Re-encoding drops the EXIF orientation a phone's photo is shown by: turn
+            # the pixels upright first.
+            upright = ImageOps.exif_transpose(image)
             out = io.BytesIO()
             if kind == "PNG":
-                image.save(out, format="PNG", optimize=True)
+                upright.save(out, format="PNG", optimize=True)
             else:
-                image.convert("RGB").save(out, format="JPEG", quality=90)
+                upright.convert("RGB").save(out, format="JPEG", quality=90)
     except LogoRefused:
         raise
     except Image.DecompressionBombError as exc:

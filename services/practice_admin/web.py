@@ -33,6 +33,7 @@ from schemas.models import INSTANT_RANGE, PracticeConfig
 from services.common.clock import Clock
 from services.common.followup import CHARTS, Figure, Report, build_report, chart_svg, report_csv
 from services.common.practice_config import ConfigRejected, validate_practice_config
+from services.domain.branding import practice_logo
 from services.domain.classify import DEFAULT_KEYWORDS, classify
 from services.domain.render import (
     RenderedReminder,
@@ -425,6 +426,8 @@ def build_app(pages: Pages) -> FastAPI:
                 "accent_color": branding.get("accent_color", "#1a6e5c"),
             },
             "logo": branding.get("logo"),
+            "logo_type": "image/"
+            + (logo.subtype if config is not None and (logo := practice_logo(config)) else "png"),
             "version": config.version if config is not None else "none",
         }
 

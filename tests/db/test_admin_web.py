@@ -819,3 +819,32 @@ async def test_a_file_part_is_refused_before_it_is_written_except_for_the_logo(
         )
         assert answer.status_code == 303 and len(spooled) == 1
     assert site.configs.published[-1].branding.logo is not None
+
+
+async def test_a_phone_photo_logo_is_stored_upright_and_shown_as_the_jpeg_it_is(
+    site: Site,
+) -> None:
+    """A JPEG 60 wide and 20 high whose EXIF says 'turn 90 degrees' (orientation 6, what
+    phones write) is shown 20 wide and 60 high; re-encoding drops the EXIF, so the pixels
+    themselves are turned. The settings page names it image/jpeg."""
+    image = Image.new("RGB", (60, 20), (26, 110, 92))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=exif)
+    async with site.client() as client:
+        token = await _beheerder(site, client)
+        answer = await client.post(
+            f"/praktijk/{P1}/instellingen",
+            data=settings_form(token),
+            files={"logo": ("foto.jpg", out.getvalue(), "image/jpeg")},
+        )
+        assert answer.status_code == 303, answer.text
+        (new,) = site.configs.published
+        assert new.branding.logo is not None
+        with Image.open(io.BytesIO(base64.b64decode(new.branding.logo))) as stored:
+            assert stored.format == "JPEG"
+            assert stored.size == (20, 60)
+            assert stored.getexif().get(0x0112) in (None, 1)
+        page = await client.get(f"/praktijk/{P1}/instellingen")
+        assert 'src="data:image/jpeg;base64,' in page.text
