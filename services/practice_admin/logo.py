@@ -16,6 +16,7 @@ from schemas.models import MAX_LOGO_BYTES
 __all__ = ["LogoRefused", "clean_logo"]
 
 _MAX_PIXELS = 2000 * 2000
+_ORIENTATION = 0x0112  # the EXIF tag
 
 
 class LogoRefused(ValueError):
@@ -42,7 +43,8 @@ def clean_logo(data: bytes) -> str:
             image.load()
             # Re-encoding drops the EXIF orientation a phone's photo is shown by: turn
             # the pixels upright first.
-            upright = ImageOps.exif_transpose(image)
+            turned = image.getexif().get(_ORIENTATION, 1) != 1
+            upright = ImageOps.exif_transpose(image) if turned else image
             out = io.BytesIO()
             if kind == "PNG":
                 upright.save(out, format="PNG", optimize=True)
