@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_l
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.models import INSTANT_RANGE, PracticeConfig
 from services.common.clock import Clock
@@ -229,6 +230,41 @@ def _hhmm(value: Any) -> str:
     return str(value)[:5] if value else ""
 
 
+# No form of the beheeromgeving comes near this (a logo is at most 100 kB): a bigger body
+# is refused before it is parsed, let alone spooled to disk.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 by the app's
+    own error page, by Content-Length at the first read or by counting a chunked body."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        limit = self.limit
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            if len(declared) > 12 or not declared.isdigit() or int(declared) > limit:
+                raise StarletteHTTPException(status_code=413)
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise StarletteHTTPException(status_code=413)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def build_app(pages: Pages) -> FastAPI:
     app = FastAPI(
         title="practice-admin",
@@ -236,6 +272,7 @@ def build_app(pages: Pages) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
+    app.add_middleware(_BodyLimit)
     app.middleware("http")(_close_forms)
     app.middleware("http")(security_headers)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")

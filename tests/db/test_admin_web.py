@@ -31,7 +31,7 @@ from services.practice_admin.accounts import add_user
 from services.practice_admin.models import AuditEntry
 from services.practice_admin.outcomes import LogRow, ProjectionOutcomes, Scheduled
 from services.practice_admin.signin import RateLimits, SignIn
-from services.practice_admin.web import Pages, build_app
+from services.practice_admin.web import MAX_BODY_BYTES, Pages, build_app
 from tests.web.admin_support import (
     START,
     FakeConfigs,
@@ -848,3 +848,47 @@ async def test_a_phone_photo_logo_is_stored_upright_and_shown_as_the_jpeg_it_is(
             assert stored.getexif().get(0x0112) in (None, 1)
         page = await client.get(f"/praktijk/{P1}/instellingen")
         assert 'src="data:image/jpeg;base64,' in page.text
+
+
+async def test_a_body_over_a_megabyte_is_refused_before_it_is_read(site: Site) -> None:
+    """Signed in or not, declared or chunked: 413 with the site's own page, nothing parsed,
+    nothing published. A logo (at most 100 kB) is far below the limit."""
+    big = b"x" * (MAX_BODY_BYTES + 1)
+    async with site.client() as client:
+        page = await client.get("/login")
+        data = {"email": BEHEERDER, "csrf_token": csrf_of(page.text), "pad": big.decode()}
+        answer = await client.post("/login", data=data)
+        assert answer.status_code == 413
+        assert "te groot" in answer.text
+        assert site.mailer.sent == []
+        token = await _beheerder(site, client)
+
+        # A logo part of 1.3 MB, chunked (no Content-Length): counted as it comes.
+        head = (
+            b'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n'
+            + token.encode()
+            + b'\r\n--b\r\nContent-Disposition: form-data; name="logo"; filename="l.png"'
+            b"\r\nContent-Type: image/png\r\n\r\n"
+        )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield head
+            for _ in range(20):
+                yield b"y" * 65536
+            yield b"\r\n--b--\r\n"
+
+        answer = await client.post(
+            f"/praktijk/{P1}/instellingen",
+            content=chunks(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+        )
+        assert answer.status_code == 413
+        assert site.configs.published == []
+        # An ordinary form, with a logo, still goes through.
+        answer = await client.post(
+            f"/praktijk/{P1}/instellingen",
+            data=settings_form(token),
+            files={"logo": ("logo.png", _png(), "image/png")},
+        )
+        assert answer.status_code == 303
+    assert len(site.configs.published) == 1
