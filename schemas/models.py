@@ -330,19 +330,19 @@ _StoredCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 _STORED = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True, from_attributes=True)
 
 
-class _StoredAppointmentType(AppointmentType):
+class StoredAppointmentType(AppointmentType):
     model_config = _STORED
 
     code: _StoredCode
 
 
-class _StoredAgenda(Agenda):
+class StoredAgenda(Agenda):
     model_config = _STORED
 
     id: _StoredCode
 
 
-class _StoredPractitioner(Practitioner):
+class StoredPractitioner(Practitioner):
     model_config = _STORED
 
     id: _StoredCode
@@ -357,9 +357,9 @@ class Appointment(_AppointmentFields):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
     source_system: _StoredCode
-    appointment_type: _StoredAppointmentType
-    agenda: _StoredAgenda
-    practitioner: _StoredPractitioner
+    appointment_type: StoredAppointmentType
+    agenda: StoredAgenda
+    practitioner: StoredPractitioner
 
     booked_at: Instant
     updated_at: Instant
