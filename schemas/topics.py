@@ -77,6 +77,7 @@ class Topics:
             self.practice_config,
             self.patient_preferences,
             self.reminders_due,
+            self.outcomes,
         ]
 
     def specs(self) -> list[TopicSpec]:

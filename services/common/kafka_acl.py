@@ -152,12 +152,14 @@ def acl_plan(
         transactional=True,
     )
     insights = f"{prefix}{settings.insights.group_id}"
-    p = f"User:{names['insights']}"
-    plan["insights"] = [
-        Acl(p, "group", "literal", insights, "read"),
-        *_topic(p, t.outcomes, "read"),
-        *_topic(p, t.appointments, "read"),
-    ]
+    plan["insights"] = service(
+        "insights",
+        insights,
+        reads=[t.outcomes, t.appointments],
+        writes=[],
+        consumes=[t.outcomes],  # the scheduler parks invalid appointments
+        transactional=False,
+    )
     p = f"User:{names['practice-admin']}"
     plan["practice-admin"] = [
         Acl(p, "group", "prefixed", f"{prefix}practice-admin", "read"),

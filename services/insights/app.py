@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import IllegalStateError
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.topics import Topics
 from services.common.db import create_engine, require_current_schema
-from services.common.kafka import check_partitions, make_consumer
+from services.common.dead_letters import ParkOnce
+from services.common.kafka import check_partitions, make_consumer, make_producer
 from services.common.metrics import CONSUMER_LAG, LAG_UPDATED
 from services.common.partitions import Batches, GroupMember
 from services.common.runtime import make_app, make_broker, module_app
@@ -87,6 +88,10 @@ class InsightsService:
         self._engine = engine
         self._own_engine = engine is None
         self._consumer: AIOKafkaConsumer | None = None
+        # Outcomes it cannot read go to their DLQ (insights is their one reader).
+        self._dlq_producer: AIOKafkaProducer | None = None
+        self._probe: AIOKafkaConsumer | None = None
+        self._letters: ParkOnce | None = None
         # The batch in hand and a rebalance never overlap (the member's lock).
         self._member: GroupMember | None = None
         self._assigned: set[TopicPartition] = set()
@@ -107,10 +112,18 @@ class InsightsService:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         topics = self.topics
-        await check_partitions(self.settings.kafka, [topics.appointments, topics.outcomes])
+        kafka = self.settings.kafka
+        await check_partitions(
+            kafka, [topics.appointments, topics.outcomes, Topics.dlq(topics.outcomes)]
+        )
         if self._engine is None:
             self._engine = create_engine(self.settings.database)
         await require_current_schema(self._engine)
+        self._dlq_producer = make_producer(kafka)
+        await self._dlq_producer.start()
+        self._probe = make_consumer(kafka, group_id=None)
+        await self._probe.start()
+        self._letters = ParkOnce(topics.outcomes, self._dlq_producer, self._probe)
         self._consumer = make_consumer(
             self.settings.kafka,
             group_id=self.group_id,
@@ -134,6 +147,10 @@ class InsightsService:
             await self._settle()
         except Exception:
             log.exception("the last batch was not written; it is read again at the next start")
+        for client in (self._probe, self._dlq_producer):
+            if client is not None:
+                await client.stop()
+        self._probe = self._dlq_producer = self._letters = None
         if self._engine is not None and self._own_engine:
             await self._engine.dispose()
             self._engine = None
@@ -185,6 +202,8 @@ class InsightsService:
         revoked = {tp for tp in self._assigned if tp.partition in partitions}
         self._assigned -= revoked
         for tp in revoked:
+            if self._letters is not None and tp.topic == self.topics.outcomes:
+                self._letters.forget(tp.partition)
             self._positions.pop((tp.topic, tp.partition), None)
             self._claimed.pop((tp.topic, tp.partition), None)
             self._targets.pop((tp.topic, tp.partition), None)
@@ -204,6 +223,10 @@ class InsightsService:
                 await consumer.seek_to_beginning(tp)
                 self._positions[key] = 0
             self._claimed[key] = self._positions[key]
+        if self._letters is not None:
+            for tp in assigned:
+                if tp.topic == self.topics.outcomes:
+                    await self._letters.prepare(tp.partition)
         ends = await consumer.end_offsets(list(assigned)) if assigned else {}
         self._targets = {(tp.topic, tp.partition): off for tp, off in ends.items()}
         self._assigned = set(assigned)
@@ -264,6 +287,27 @@ class InsightsService:
             consumer.seek(tp, self._positions.get((tp.topic, tp.partition), 0))
         self._claimed = dict(self._positions)
 
+    async def _skip(
+        self, record: ConsumerRecord[bytes, bytes], error: DecodeError, *, park: bool
+    ) -> None:
+        """Leave a record out of the projection, counted and logged. An outcome goes to
+        its DLQ first (insights is the one service that reads outcomes): should the
+        broker not take it, the batch fails and is read again, so the position never
+        moves past an outcome that is neither projected nor parked. An appointment is
+        parked by the scheduler, which owns that topic's invalid records."""
+        if park and self._letters is not None:
+            await self._letters(record, error)
+        BAD_RECORDS.labels(record.topic, error.reason).inc()
+        log.warning(
+            "record skipped",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error_reason": error.reason,
+            },
+        )
+
     async def _prepare(
         self,
         consumer: AIOKafkaConsumer,
@@ -288,16 +332,7 @@ class InsightsService:
                     else:
                         appointments.append(appointment_row(record.value))
                 except DecodeError as exc:
-                    BAD_RECORDS.labels(tp.topic, exc.reason).inc()
-                    log.warning(
-                        "record skipped",
-                        extra={
-                            "topic": tp.topic,
-                            "partition": tp.partition,
-                            "offset": record.offset,
-                            "error_reason": exc.reason,
-                        },
-                    )
+                    await self._skip(record, exc, park=is_outcome)
         # Positions after what was consumed, control records of transactions included,
         # beyond what the batches already handed to the writer cover.
         moved: dict[Key, int] = {}

@@ -339,3 +339,101 @@ async def test_a_failed_write_is_read_again_and_nothing_is_lost_or_counted_twice
     finally:
         await service.stop()
         await engine.dispose()
+
+
+BAD_OUTCOMES = (
+    Record("outcome", "01880001/BAD1", b"\xff\xfe not json", "01880001"),
+    Record("outcome", "01880002/BAD2", b'{"reminder_id": 5, "status": "sent"}', "01880002"),
+    Record("outcome", "01880001/BAD3", b"[]", "01880001"),
+)
+
+
+async def dead_letters(kafka: KafkaSettings, topic: str) -> list[dict[str, str]]:
+    """The headers of every record on `topic`'s DLQ."""
+    from aiokafka import TopicPartition
+
+    from services.common.kafka import make_consumer
+
+    consumer = make_consumer(kafka, group_id=None)
+    await consumer.start()
+    try:
+        dlq = Topics.dlq(topic)
+        parts = [TopicPartition(dlq, p) for p in range(kafka.partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        letters: list[dict[str, str]] = []
+        for tp in parts:
+            while await consumer.position(tp) < ends[tp]:
+                for records in (await consumer.getmany(tp, timeout_ms=1000)).values():
+                    letters += [{k: v.decode() for k, v in r.headers} for r in records]
+        return letters
+    finally:
+        await consumer.stop()
+
+
+async def test_an_outcome_it_cannot_read_is_parked_once_and_the_rest_projected(
+    kafka_topics: Topics,
+    kafka_settings: KafkaSettings,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Insights is the one reader of notifications.outcomes.v1: an outcome it cannot read
+    goes to that topic's DLQ with its reason before the stored position passes it. The
+    first dead letter the broker does not take fails its batch, which is read again; a
+    replay from the beginning (positions lost) parks nothing a second time."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    from services.common import dead_letters as common_letters
+
+    workload = generate(now=NOW, practices=3, appointments=120, seed=11)
+    records = list(workload.records)
+    for n, bad in enumerate(BAD_OUTCOMES):  # among the others, not at the end
+        records.insert((n + 1) * len(records) // 4, bad)
+    await publish(kafka_settings, records, transaction_size=50)
+    total = await end_offsets(kafka_settings)
+    real_send = common_letters.send_dead_letter
+    calls = 0
+
+    async def refused_once(*args: object, **kwargs: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KafkaTimeoutError("the broker did not answer")
+        await real_send(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(common_letters, "send_dead_letter", refused_once)
+    settings = Settings(
+        kafka=kafka_settings,
+        database={"url": db_url},  # type: ignore[arg-type]
+        insights=InsightsSettings(batch_size=40),
+    )
+    engine = create_engine(db_url)
+    try:
+        for replay in (False, True):
+            service = InsightsService(settings, engine=engine)
+            try:
+                await service.start()
+                for _ in range(900):  # up to 90 s
+                    if service.caught_up:
+                        break
+                    await asyncio.sleep(0.1)
+                assert service.caught_up
+            finally:
+                await service.stop()
+            assert await stored_positions(engine) == total
+            letters = await dead_letters(kafka_settings, kafka_topics.outcomes)
+            assert len(letters) == len(BAD_OUTCOMES), (replay, letters)
+            assert {letter["source-topic"] for letter in letters} == {kafka_topics.outcomes}
+            assert all(letter["error-reason"] for letter in letters)
+            async with engine.connect() as conn:
+                rows = await conn.scalar(select(func.count()).select_from(FollowupOutcome))
+                assert rows == len(workload.outcomes)
+                for practice in PRACTICES:
+                    report = await build_report(conn, practice, until=NOW, weeks=12)
+                    assert as_figures(report) == oracle(workload, practice, last_weeks(NOW, 12))
+            async with engine.begin() as conn:  # positions lost: read all again
+                await conn.execute(FollowupPosition.__table__.delete())
+        assert calls == 1 + len(BAD_OUTCOMES)  # refused once, then each parked once
+    finally:
+        await engine.dispose()

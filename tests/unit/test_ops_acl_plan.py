@@ -75,6 +75,9 @@ def test_insights_and_the_gateway_stay_in_their_lane() -> None:
     assert {(a.name, a.operation) for a in plan["insights"] if a.resource_type == "topic"} == {
         ("notifications.outcomes.v1", "read"),
         ("appointments.v1", "read"),
+        # The one reader of outcomes parks those it cannot read (and reads what it parked).
+        ("notifications.outcomes.v1.dlq.v1", "read"),
+        ("notifications.outcomes.v1.dlq.v1", "write"),
     }
     assert {(a.name, a.operation) for a in plan["his-gateway"]} == {
         ("his.appointments.v1", "write"),
