@@ -51,7 +51,6 @@ class ParkOnce:
     returns once the broker has the dead letter, or raises)."""
 
     def __init__(self, topic: str, producer: AIOKafkaProducer, probe: AIOKafkaConsumer) -> None:
-        self._topic = topic
         self._dlq = Topics.dlq(topic)
         self._producer = producer
         self._probe = probe
